@@ -1,0 +1,1 @@
+"""The autoresponder: policy (reply or a reason not to), composition, scheduling."""

@@ -1,0 +1,1 @@
+"""The shared database: tables (the CRM contract), engine set-up, repositories, migrations."""

@@ -1,0 +1,281 @@
+"""Repository functions: every SQL statement maild runs lives here, portable across SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from maild.core.letter import Address, FetchedMessage, ParsedLetter
+from maild.db.tables import Account, Attachment, Folder, Letter, utcnow
+
+
+@dataclass(frozen=True)
+class FolderRow:
+    """A folder's identity and cursor, as read at the start of a transaction."""
+
+    id: int
+    account_id: int
+    uidvalidity: int | None
+    last_uid: int
+    first_sync_done: bool
+    uidvalidity_changes: int
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    """Pick the dialect's INSERT so ON CONFLICT works on both databases."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def upsert_account(
+    session: AsyncSession, *, name: str, address: str, display_name: str, enabled: bool
+) -> int:
+    """Mirror an account from config into the database and give its id."""
+    stmt = _insert(session, Account).values(
+        name=name,
+        address=address,
+        display_name=display_name,
+        enabled=enabled,
+        created_at=utcnow(),
+        updated_at=utcnow(),
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["name"],
+        set_={
+            "address": address,
+            "display_name": display_name,
+            "enabled": enabled,
+            "updated_at": utcnow(),
+        },
+    ).returning(Account.id)
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def ensure_folder(session: AsyncSession, *, account_id: int, name: str) -> int:
+    """Create the folder row on first sight and give its id."""
+    stmt = (
+        _insert(session, Folder)
+        .values(
+            account_id=account_id,
+            name=name,
+            last_uid=0,
+            first_sync_done=False,
+            uidvalidity_changes=0,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["account_id", "name"])
+    )
+    await session.execute(stmt)
+    found = await session.execute(
+        select(Folder.id).where(Folder.account_id == account_id, Folder.name == name)
+    )
+    return int(found.scalar_one())
+
+
+async def load_folder(session: AsyncSession, folder_id: int) -> FolderRow:
+    """Read a folder's cursor."""
+    row = (await session.execute(select(Folder).where(Folder.id == folder_id))).scalar_one()
+    return FolderRow(
+        id=row.id,
+        account_id=row.account_id,
+        uidvalidity=row.uidvalidity,
+        last_uid=row.last_uid,
+        first_sync_done=row.first_sync_done,
+        uidvalidity_changes=row.uidvalidity_changes,
+    )
+
+
+async def set_uidvalidity(
+    session: AsyncSession, folder_id: int, uidvalidity: int, *, changed: bool
+) -> None:
+    """Adopt a new UIDVALIDITY and restart the cursor from UID 0."""
+    values: dict[str, Any] = {"uidvalidity": uidvalidity, "last_uid": 0}
+    if changed:
+        values["uidvalidity_changes"] = Folder.uidvalidity_changes + 1
+    await session.execute(update(Folder).where(Folder.id == folder_id).values(**values))
+
+
+async def advance_cursor(session: AsyncSession, folder_id: int, uid: int) -> None:
+    """Move the cursor forward, never backward, in the letter's own transaction."""
+    await session.execute(
+        update(Folder).where(Folder.id == folder_id, Folder.last_uid < uid).values(last_uid=uid)
+    )
+
+
+async def mark_synced(session: AsyncSession, folder_id: int) -> None:
+    """Record a complete pass over the folder; the first one ends the first sync."""
+    await session.execute(
+        update(Folder)
+        .where(Folder.id == folder_id)
+        .values(first_sync_done=True, last_synced_at=utcnow())
+    )
+
+
+async def rekey_letter(
+    session: AsyncSession, folder: FolderRow, *, sha256: str, uidvalidity: int, uid: int
+) -> int | None:
+    """After a UIDVALIDITY change, move an already stored copy to its new UID instead of storing it twice."""
+    found = await session.execute(
+        select(Letter.id)
+        .where(
+            Letter.folder_id == folder.id,
+            Letter.sha256 == sha256,
+            Letter.uidvalidity != uidvalidity,
+        )
+        .order_by(Letter.id)
+        .limit(1)
+    )
+    letter_id = found.scalar_one_or_none()
+    if letter_id is None:
+        return None
+    await session.execute(
+        update(Letter)
+        .where(Letter.id == letter_id)
+        .values(uidvalidity=uidvalidity, uid=uid, updated_at=utcnow())
+    )
+    return int(letter_id)
+
+
+def _addresses(items: Sequence[Address]) -> list[dict[str, str]]:
+    return [item.as_dict() for item in items]
+
+
+def letter_values(parsed: ParsedLetter) -> dict[str, Any]:
+    """Map a parsed letter onto the letters columns."""
+    sender = parsed.sender
+    return {
+        "message_id": parsed.message_id[:998],
+        "in_reply_to": parsed.in_reply_to[:998],
+        "reference_ids": list(parsed.references),
+        "from_address": sender.address[:320] if sender else "",
+        "from_name": sender.name[:500] if sender else "",
+        "to_addresses": _addresses(parsed.to),
+        "cc_addresses": _addresses(parsed.cc),
+        "reply_to_addresses": _addresses(parsed.reply_to),
+        "subject": parsed.subject,
+        "sent_at": parsed.sent_at,
+        "text_body": parsed.text,
+        "html_body": parsed.html,
+        "defects": list(parsed.defects),
+    }
+
+
+async def insert_letter(
+    session: AsyncSession,
+    folder: FolderRow,
+    message: FetchedMessage,
+    parsed: ParsedLetter | None,
+    *,
+    status: str,
+    error: str | None,
+    first_sync: bool,
+    sha256: str,
+) -> int | None:
+    """Insert the letter once; give its id, or None when this UID is already stored."""
+    values: dict[str, Any] = {
+        "account_id": folder.account_id,
+        "folder_id": folder.id,
+        "uidvalidity": folder.uidvalidity,
+        "uid": message.uid,
+        "direction": "in",
+        "status": status,
+        "error": error,
+        "received_at": message.internaldate,
+        "size": message.size,
+        "sha256": sha256,
+        "raw": message.raw,
+        "imap_flags": list(message.flags),
+        "first_sync": first_sync,
+        "marked_for_deletion": False,
+        "created_at": utcnow(),
+        "updated_at": utcnow(),
+        **(letter_values(parsed) if parsed is not None else _empty_letter_values()),
+    }
+    stmt = (
+        _insert(session, Letter)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["folder_id", "uidvalidity", "uid"])
+        .returning(Letter.id)
+    )
+    letter_id = (await session.execute(stmt)).scalar_one_or_none()
+    if letter_id is not None and parsed is not None:
+        await insert_attachments(session, int(letter_id), parsed)
+    return None if letter_id is None else int(letter_id)
+
+
+def _empty_letter_values() -> dict[str, Any]:
+    """Column values for a letter whose parse failed: empty, but never NULL."""
+    return letter_values(ParsedLetter())
+
+
+async def insert_attachments(session: AsyncSession, letter_id: int, parsed: ParsedLetter) -> None:
+    """List a letter's attachments."""
+    if not parsed.attachments:
+        return
+    await session.execute(
+        _insert(session, Attachment),
+        [
+            {
+                "letter_id": letter_id,
+                "position": item.position,
+                "filename": item.filename,
+                "content_type": item.content_type,
+                "size": item.size,
+                "content_id": item.content_id,
+                "disposition": item.disposition,
+                "sha256": item.sha256,
+            }
+            for item in parsed.attachments
+        ],
+    )
+
+
+def sha256_of(raw: bytes) -> str:
+    """Hash a raw letter, the key for re-matching after a UIDVALIDITY change."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+async def failed_letter_ids(session: AsyncSession, *, limit: int | None = None) -> list[int]:
+    """List letters whose parse or storage failed, oldest first."""
+    stmt = select(Letter.id).where(Letter.status == "failed").order_by(Letter.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [int(i) for i in (await session.execute(stmt)).scalars()]
+
+
+async def letter_raw(session: AsyncSession, letter_id: int) -> bytes:
+    """Read one letter's raw bytes."""
+    return bytes(
+        (await session.execute(select(Letter.raw).where(Letter.id == letter_id))).scalar_one()
+    )
+
+
+async def mark_parsed(session: AsyncSession, letter_id: int, parsed: ParsedLetter) -> None:
+    """Fill a previously failed letter from a successful parse."""
+    await session.execute(
+        update(Letter)
+        .where(Letter.id == letter_id)
+        .values(status="stored", error=None, updated_at=utcnow(), **letter_values(parsed))
+    )
+    await session.execute(delete(Attachment).where(Attachment.letter_id == letter_id))
+    await insert_attachments(session, letter_id, parsed)
+
+
+async def mark_failed_again(session: AsyncSession, letter_id: int, error: str) -> None:
+    """Record the newest reason a failed letter still fails."""
+    await session.execute(
+        update(Letter).where(Letter.id == letter_id).values(error=error, updated_at=utcnow())
+    )
+
+
+async def count_letters(session: AsyncSession) -> dict[str, int]:
+    """Count letters by status, for summaries."""
+    rows = await session.execute(select(Letter.status, func.count()).group_by(Letter.status))
+    return {str(status): int(n) for status, n in rows.all()}

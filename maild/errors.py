@@ -1,0 +1,54 @@
+"""The exception tree of maild, so callers catch a family instead of a library's exceptions.
+
+MaildError
+├── ConfigError            a config file is wrong; carries every problem at once
+├── DatabaseError
+│   └── SchemaOutOfDate    the database needs ``maild db upgrade``
+├── ImapError              anything that went wrong talking IMAP
+│   ├── ImapConnectionError    connect, TLS, timeout, drop: throw the connection away
+│   ├── ImapAuthError          the server refused the login: an admin must act
+│   └── ImapCommandError       the server answered NO/BAD to a command
+└── ParseError             a letter could not be parsed (kept raw and flagged)
+"""
+
+from __future__ import annotations
+
+
+class MaildError(Exception):
+    """Root of every error maild raises on purpose."""
+
+
+class ConfigError(MaildError):
+    """A config file is wrong; ``problems`` holds every ``FILE: path: message`` line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class DatabaseError(MaildError):
+    """The shared database could not be used."""
+
+
+class SchemaOutOfDate(DatabaseError):
+    """The database schema is older than this maild: run ``maild db upgrade``."""
+
+
+class ImapError(MaildError):
+    """Anything that went wrong talking IMAP."""
+
+
+class ImapConnectionError(ImapError):
+    """The connection is unusable (refused, TLS, timeout, drop): reconnect with backoff."""
+
+
+class ImapAuthError(ImapError):
+    """The server refused the credentials: retrying soon will not help, an admin must act."""
+
+
+class ImapCommandError(ImapError):
+    """The server answered NO or BAD to a command."""
+
+
+class ParseError(MaildError):
+    """A letter could not be parsed; it is kept raw and flagged."""

@@ -1,0 +1,1 @@
+"""Ingest: fetch letters from IMAP by UID and parse them; knows nothing of rules or the database."""

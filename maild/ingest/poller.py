@@ -1,0 +1,291 @@
+"""One task per (account, folder): select, fetch new UIDs, hand letters on, then IDLE or poll."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from maild.core.letter import FetchedMessage, ParsedLetter
+from maild.core.status import StatusBoard
+from maild.errors import ImapAuthError, ImapError, ParseError
+from maild.ingest.imap import ImapEndpoint, ImapSession, connect
+from maild.ingest.workers import ParserPool
+from maild.logging import get_logger
+from maild.metrics import Metrics
+
+log = get_logger(__name__)
+
+MAX_CHUNK_LETTERS = 150
+MAX_CHUNK_BYTES = 32 * 1024 * 1024
+QUEUE_CHUNKS = 2
+ONCE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a folder's sync stands: the UIDVALIDITY seen and the last UID stored under it."""
+
+    uidvalidity: int | None
+    last_uid: int
+
+
+class LetterSink(Protocol):
+    """Where fetched letters go; the pipeline implements it on the database."""
+
+    async def cursor(self) -> Cursor:
+        """Read the folder's cursor."""
+        ...
+
+    async def set_uidvalidity(self, uidvalidity: int, *, changed: bool) -> None:
+        """Adopt a new UIDVALIDITY, resetting the last UID so every letter is looked at again."""
+        ...
+
+    async def store(
+        self, message: FetchedMessage, parsed: ParsedLetter | None, error: str | None
+    ) -> str:
+        """Store one letter with the cursor in one transaction; give the outcome's name."""
+        ...
+
+    async def synced(self) -> None:
+        """Record that the folder has been read to its end."""
+        ...
+
+
+@dataclass(frozen=True)
+class PollOptions:
+    """How one folder is watched."""
+
+    poll_interval: float = 60.0
+    idle_restart: float = 300.0
+    max_letter_bytes: int = 50 * 1024 * 1024
+    reconnect_max: float = 300.0
+
+
+class FolderPoller:
+    """Keep one folder synced into a sink, reconnecting with jittered backoff on any error."""
+
+    def __init__(
+        self,
+        *,
+        account: str,
+        folder: str,
+        endpoint: ImapEndpoint,
+        sink: LetterSink,
+        parser: ParserPool,
+        options: PollOptions,
+        status: StatusBoard,
+        metrics: Metrics,
+        stop: asyncio.Event,
+    ) -> None:
+        self.account = account
+        self.folder = folder
+        self.endpoint = endpoint
+        self.sink = sink
+        self.parser = parser
+        self.options = options
+        self.status = status
+        self.metrics = metrics
+        self.stop = stop
+        self.log = log.bind(account=account, folder=folder)
+        self._failures = 0
+
+    async def run(self, *, once: bool = False) -> bool:
+        """Sync until stopped (or, with once, until the folder is read); give True on success."""
+        self._failures = 0
+        attempts = 0  # never reset: bounds a --once run even when each connect succeeds
+        while not self.stop.is_set():
+            attempts += 1
+            try:
+                await self._session_loop(once=once)
+                return True
+            except ImapAuthError as exc:
+                self._failures += 1
+                self._failed(f"login refused: {exc}", level="error")
+                if once:
+                    return False
+            except ImapError as exc:
+                self._failures += 1
+                self._failed(str(exc), level="warning")
+                if once and attempts >= ONCE_ATTEMPTS:
+                    return False
+            except Exception as exc:  # a database outage must not kill the folder's task
+                self._failures += 1
+                self.log.exception("sync_failed")
+                self._failed(f"{type(exc).__name__}: {exc}", level="warning")
+                if once and attempts >= ONCE_ATTEMPTS:
+                    return False
+            await self._sleep(self._backoff(self._failures))
+        return True
+
+    def _failed(self, message: str, *, level: str) -> None:
+        """Log and publish why the folder is not syncing."""
+        getattr(self.log, level)("imap_error", error=message)
+        self.status.error(self.account, self.folder, message)
+        self.metrics.reconnects.labels(self.account, self.folder).inc()
+        self.metrics.connected.labels(self.account, self.folder).set(0)
+
+    def _backoff(self, failures: int) -> float:
+        """Jittered exponential backoff, so many folders do not reconnect in lockstep."""
+        ceiling = min(self.options.reconnect_max, 2.0 ** min(failures, 16))
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early when the daemon stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
+    async def _session_loop(self, *, once: bool) -> None:
+        """Run one connection's life: sync, then wait for news, until stop or an error."""
+        session = await connect(self.endpoint)
+        self._failures = 0  # a good connection resets the backoff
+        try:
+            self.status.connected(self.account, self.folder)
+            self.metrics.connected.labels(self.account, self.folder).set(1)
+            while not self.stop.is_set():
+                await self.sync(session)
+                if once:
+                    return
+                await self._wait_for_news(session)
+        finally:
+            await session.close()
+
+    async def _wait_for_news(self, session: ImapSession) -> None:
+        """IDLE when the server has it, else sleep the poll interval; stop interrupts both."""
+        if not session.has_idle:
+            await self._sleep(self.options.poll_interval)
+            return
+        idle = asyncio.ensure_future(session.idle_wait(self.options.idle_restart))
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({idle, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if idle.done():
+            idle.result()  # re-raises a connection error
+        else:
+            idle.cancel()
+
+    async def sync(self, session: ImapSession) -> None:
+        """Bring the folder up to date: UIDVALIDITY check, then every UID after the cursor."""
+        state = await session.select(self.folder)
+        cursor = await self.sink.cursor()
+        if cursor.uidvalidity != state.uidvalidity:
+            changed = cursor.uidvalidity is not None
+            if changed:
+                self.log.warning(
+                    "uidvalidity_changed", old=cursor.uidvalidity, new=state.uidvalidity
+                )
+            await self.sink.set_uidvalidity(state.uidvalidity, changed=changed)
+            cursor = Cursor(uidvalidity=state.uidvalidity, last_uid=0)
+        uids = await session.uids_after(cursor.last_uid)
+        if uids:
+            await self._ingest(session, uids)
+        if not self.stop.is_set():
+            await self.sink.synced()
+            self.status.synced(self.account, self.folder)
+
+    def _chunks(self, uids: Sequence[int], sizes: dict[int, int]) -> list[tuple[list[int], bool]]:
+        """Group UIDs into fetches bounded by count and bytes; oversize letters fetch headers only."""
+        chunks: list[tuple[list[int], bool]] = []
+        current: list[int] = []
+        current_bytes = 0
+        for uid in uids:
+            size = sizes.get(uid)
+            if size is None:
+                continue  # expunged meanwhile
+            if size > self.options.max_letter_bytes:
+                chunks.append(([uid], True))
+                continue
+            if current and (
+                len(current) >= MAX_CHUNK_LETTERS or current_bytes + size > MAX_CHUNK_BYTES
+            ):
+                chunks.append((current, False))
+                current, current_bytes = [], 0
+            current.append(uid)
+            current_bytes += size
+        if current:
+            chunks.append((current, False))
+        return chunks
+
+    async def _ingest(self, session: ImapSession, uids: Sequence[int]) -> None:
+        """Fetch, parse and store with the three stages overlapped, storing in UID order."""
+        sizes = await session.sizes(uids)
+        queue: asyncio.Queue[list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]] | None] = (
+            asyncio.Queue(maxsize=QUEUE_CHUNKS)
+        )
+        producer = asyncio.ensure_future(self._produce(session, self._chunks(uids, sizes), queue))
+        try:
+            await self._consume(queue)
+        finally:
+            if not producer.done():
+                producer.cancel()  # stopping, or storing failed: the session is dropped after
+                await asyncio.wait({producer})
+        if not producer.cancelled():
+            producer.result()  # a fetch error ends the consumer early: re-raise it here
+
+    async def _produce(
+        self,
+        session: ImapSession,
+        chunks: list[tuple[list[int], bool]],
+        queue: asyncio.Queue[list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]] | None],
+    ) -> None:
+        """Fetch chunk after chunk and start parsing each letter as soon as it arrives."""
+        try:
+            for chunk, headers_only in chunks:
+                if self.stop.is_set():
+                    break
+                messages = await session.fetch(chunk, headers_only=headers_only)
+                await queue.put([(m, self.parser.submit(m.raw)) for m in messages])
+        finally:
+            await queue.put(None)
+
+    async def _consume(
+        self,
+        queue: asyncio.Queue[list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]] | None],
+    ) -> None:
+        """Store letters in UID order, so the cursor only ever moves forward over stored letters."""
+        while (batch := await queue.get()) is not None:
+            for position, (message, future) in enumerate(batch):
+                if self.stop.is_set():
+                    for _, pending in batch[position:]:
+                        pending.cancel()
+                    return
+                await self._store_one(message, future)
+
+    async def _store_one(
+        self, message: FetchedMessage, future: asyncio.Future[ParsedLetter]
+    ) -> None:
+        """Await one parse and store its result, a parse failure becoming a flagged raw letter."""
+        parsed: ParsedLetter | None = None
+        error: str | None = None
+        try:
+            parsed = await future
+        except ParseError as exc:
+            error = str(exc)[:4000]
+        if message.headers_only:
+            error = (
+                f"letter of {message.size} bytes is over daemon.max_letter_bytes "
+                f"({self.options.max_letter_bytes}); only its header was stored"
+            )
+        outcome = await self.sink.store(message, parsed, error)
+        self._count(message, outcome)
+
+    def _count(self, message: FetchedMessage, outcome: str) -> None:
+        """Update status and metrics for one stored letter."""
+        state = self.status.folder(self.account, self.folder)
+        if outcome in ("stored", "rekeyed"):
+            state.stored += 1
+            self.metrics.letters_ingested.labels(self.account, self.folder).inc()
+            if message.internaldate is not None:
+                lag = (datetime.now(UTC) - message.internaldate).total_seconds()
+                self.metrics.fetch_lag.labels(self.account).observe(max(lag, 0.0))
+        elif outcome in ("failed", "oversize"):
+            state.failed += 1
+            self.metrics.letters_failed.labels(self.account, self.folder).inc()
+        else:
+            state.duplicates += 1

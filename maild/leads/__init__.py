@@ -1,0 +1,1 @@
+"""Leads: which letters are leads, in which scenarios, and whose they are."""

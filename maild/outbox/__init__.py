@@ -1,0 +1,1 @@
+"""The outbox: letters and IMAP actions to perform, claimed and retried by a dispatcher."""

@@ -1,0 +1,1 @@
+"""Sorting rules: conditions, actions and the pure engine that returns a Decision."""

@@ -1,0 +1,218 @@
+"""The asyncio main: one named task per watched folder, signals, and a staged graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from maild.core.status import StatusBoard
+from maild.db import migrate
+from maild.db.engine import create_engine, session_factory
+from maild.health import HealthServer
+from maild.ingest.imap import ImapEndpoint
+from maild.ingest.poller import FolderPoller, PollOptions
+from maild.ingest.workers import ParserPool
+from maild.logging import get_logger
+from maild.metrics import Metrics
+from maild.pipeline import FolderStore, RetryReport, prepare_folders, retry_failed
+from maild.settings import AccountConfig, Config
+
+log = get_logger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What one run did, for the CLI's exit code and summary."""
+
+    ok: bool = True
+    status: StatusBoard = field(default_factory=StatusBoard)
+    health_port: int | None = None
+
+
+async def open_database(config: Config) -> AsyncEngine:
+    """Open the database and make sure its schema is the one this maild speaks."""
+    engine = create_engine(config.database_url())
+    try:
+        if config.database.migrate_on_start:
+            await migrate.upgrade(engine)
+        else:
+            await migrate.require_current(engine)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine
+
+
+def endpoint_for(account: AccountConfig, timeout: float) -> ImapEndpoint:
+    """Build the IMAP endpoint, reading the password only now."""
+    imap = account.imap
+    return ImapEndpoint(
+        host=imap.host,
+        port=imap.port,
+        security=imap.security,
+        username=imap.username,
+        password=imap.read_password().get_secret_value(),
+        ca_file=str(imap.ca_file) if imap.ca_file else None,
+        timeout=timeout,
+    )
+
+
+class Daemon:
+    """Owns the engine, the parser pool and the pollers for one run."""
+
+    def __init__(self, config: Config, *, stop: asyncio.Event | None = None) -> None:
+        self.config = config
+        self.stop = stop or asyncio.Event()
+        self.status = StatusBoard()
+        self.metrics = Metrics()
+        self.health: HealthServer | None = None
+
+    async def run(self, *, once: bool = False) -> RunResult:
+        """Sync every enabled folder; with once, read each folder to its end and return."""
+        engine = await open_database(self.config)
+        parser = ParserPool(self.config.daemon.parse_workers)
+        result = RunResult(status=self.status)
+        try:
+            sessions = session_factory(engine)
+            folder_ids = await prepare_folders(sessions, self.config)
+            pollers = self._pollers(sessions, folder_ids, parser)
+            if not once and self.config.daemon.health_listen:
+                self.health = HealthServer(
+                    self.config.daemon.health_listen, self.status, self.metrics
+                )
+                await self.health.start()
+                result.health_port = self.health.port
+            log.info("daemon_started", folders=len(pollers), once=once)
+            result.ok = await self._run_pollers(pollers, once=once)
+        finally:
+            if self.health is not None:
+                await self.health.stop()
+            parser.close()
+            await engine.dispose()
+        log.info("daemon_stopped", ok=result.ok)
+        return result
+
+    def _pollers(
+        self, sessions: object, folder_ids: dict[tuple[str, str], int], parser: ParserPool
+    ) -> list[FolderPoller]:
+        """Build one poller per enabled (account, folder)."""
+        daemon = self.config.daemon
+        options = PollOptions(
+            poll_interval=daemon.poll_interval_seconds,
+            idle_restart=daemon.idle_restart_seconds,
+            max_letter_bytes=daemon.max_letter_bytes,
+            reconnect_max=daemon.reconnect_max_seconds,
+        )
+        pollers = []
+        for account in self.config.accounts:
+            if not account.enabled:
+                continue
+            endpoint = endpoint_for(account, daemon.imap_timeout_seconds)
+            for folder in account.folders.watch:
+                store = FolderStore(
+                    sessions=sessions,  # type: ignore[arg-type]
+                    account=account.name,
+                    folder=folder,
+                    folder_id=folder_ids[(account.name, folder)],
+                    first_sync_mode=daemon.first_sync,
+                )
+                pollers.append(
+                    FolderPoller(
+                        account=account.name,
+                        folder=folder,
+                        endpoint=endpoint,
+                        sink=store,
+                        parser=parser,
+                        options=options,
+                        status=self.status,
+                        metrics=self.metrics,
+                        stop=self.stop,
+                    )
+                )
+        return pollers
+
+    async def _run_pollers(self, pollers: list[FolderPoller], *, once: bool) -> bool:
+        """Run the pollers; on stop, give in-flight letters the grace period, then cancel."""
+        tasks = [
+            asyncio.create_task(p.run(once=once), name=f"poll:{p.account}:{p.folder}")
+            for p in pollers
+        ]
+        if not tasks:
+            return True
+        stopper = asyncio.create_task(self.stop.wait(), name="stop-signal")
+        try:
+            pending: set[asyncio.Task[bool]] = set(tasks)
+            while pending and not self.stop.is_set():
+                done, _ = await asyncio.wait(
+                    pending | {stopper},
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                pending -= done
+            if pending:
+                log.info("stopping", in_flight=len(pending))
+                _, late = await asyncio.wait(
+                    pending, timeout=self.config.daemon.shutdown_grace_seconds
+                )
+                for task in late:
+                    task.cancel()
+                if late:
+                    log.warning("cancelled_after_grace", tasks=len(late))
+                await asyncio.gather(*late, return_exceptions=True)
+        finally:
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopper
+        return all(
+            t.done() and not t.cancelled() and t.exception() is None and t.result() for t in tasks
+        )
+
+    def install_signal_handlers(self, main_task: asyncio.Task[object]) -> None:
+        """First SIGTERM/SIGINT: stop taking work and finish in-flight letters; second: exit now."""
+        loop = asyncio.get_running_loop()
+
+        def _on_signal(signame: str) -> None:
+            if self.stop.is_set():
+                log.warning("second_signal_exit_now", signal=signame)
+                main_task.cancel()
+                return
+            log.info("signal_stopping", signal=signame)
+            self.stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _on_signal, sig.name)
+
+
+async def run_daemon(config: Config, *, once: bool = False) -> RunResult:
+    """Run the daemon with signal handling; the CLI's entry point."""
+    daemon = Daemon(config)
+    task = asyncio.current_task()
+    assert task is not None
+    daemon.install_signal_handlers(task)
+    return await daemon.run(once=once)
+
+
+async def upgrade_database(config: Config) -> tuple[str | None, str]:
+    """Migrate the schema to head; give the revisions before and after."""
+    engine = create_engine(config.database_url())
+    try:
+        before = await migrate.current_revision(engine)
+        await migrate.upgrade(engine)
+        after = await migrate.current_revision(engine)
+    finally:
+        await engine.dispose()
+    return before, after or ""
+
+
+async def retry_failed_letters(config: Config, *, limit: int | None = None) -> RetryReport:
+    """Re-parse every failed letter from its raw bytes."""
+    engine = await open_database(config)
+    parser = ParserPool(config.daemon.parse_workers)
+    try:
+        return await retry_failed(session_factory(engine), parser, limit=limit)
+    finally:
+        parser.close()
+        await engine.dispose()

@@ -1,0 +1,264 @@
+"""Typed config models, so a wrong key is caught before start with its file and dotted path."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from maild.errors import ConfigError
+
+DATABASE_URL_ENV = "MAILD_DATABASE_URL"
+
+
+def _strip(value: Any) -> Any:
+    """Remove the spaces, tabs and line breaks a pasted address or password often carries."""
+    return value.strip() if isinstance(value, str) else value
+
+
+Stripped = Annotated[str, BeforeValidator(_strip)]
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether plaintext to this host stays on this machine, the only place it is allowed."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip()).is_loopback
+    except ValueError:
+        return False
+
+
+class _Model(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Secret(_Model):
+    """Where a secret comes from: the environment or a file, never the config file itself."""
+
+    password_env: Stripped | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Secret:
+        if (self.password_env is None) == (self.password_file is None):
+            raise ValueError("set exactly one of password_env or password_file")
+        return self
+
+    def read_password(self) -> SecretStr:
+        """Read the secret at start, stripped of stray whitespace; raise ValueError when absent."""
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ValueError(f"environment variable {self.password_env} is not set")
+            return SecretStr(value.strip())
+        assert self.password_file is not None
+        try:
+            return SecretStr(self.password_file.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise ValueError(f"cannot read password_file {self.password_file}: {exc}") from exc
+
+
+class DatabaseConfig(_Model):
+    """The shared database; the environment may override the URL so secrets stay out of files."""
+
+    url: Stripped = "sqlite+aiosqlite:///var/maild.db"
+    migrate_on_start: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+
+class DaemonConfig(_Model):
+    """How the daemon runs: health endpoint, polling fallback, and what a first sync does."""
+
+    health_listen: Stripped = "127.0.0.1:9465"
+    poll_interval_seconds: float = Field(default=60, gt=0)
+    idle_restart_seconds: float = Field(default=300, gt=0, le=1740)
+    first_sync: Literal["record", "process"] = "record"
+    max_letter_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    parse_workers: int = Field(default=0, ge=0)
+    shutdown_grace_seconds: float = Field(default=30, ge=0)
+    imap_timeout_seconds: float = Field(default=60, gt=0)
+    reconnect_max_seconds: float = Field(default=300, gt=0)
+
+    @field_validator("health_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value == "":
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9465 (empty string disables it)")
+        return value
+
+
+class SmtpConfig(Secret):
+    """The relay maild sends through; TLS unless the relay is on this machine."""
+
+    host: Stripped
+    port: int = Field(default=587, gt=0, le=65535)
+    security: Literal["tls", "starttls", "none"] = "starttls"
+    username: Stripped | None = None
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _no_plaintext_off_host(self) -> SmtpConfig:
+        if self.security == "none" and not is_loopback(self.host):
+            raise ValueError('security = "none" is only allowed for a loopback host')
+        return self
+
+
+class ImapConfig(Secret):
+    """How to log in to one account's IMAP server; implicit TLS unless on loopback."""
+
+    host: Stripped
+    port: int = Field(default=993, gt=0, le=65535)
+    security: Literal["tls", "none"] = "tls"
+    username: Stripped
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _no_plaintext_off_host(self) -> ImapConfig:
+        if self.security == "none" and not is_loopback(self.host):
+            raise ValueError('security = "none" is only allowed for a loopback host')
+        return self
+
+
+class FoldersConfig(_Model):
+    """Which folders are watched and which special folders the account has."""
+
+    watch: list[Stripped] = Field(default_factory=lambda: ["INBOX"], min_length=1)
+    deleted: Stripped = "Trash"
+    sent: Stripped = "Sent"
+
+    @field_validator("watch")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a folder is listed twice")
+        if any(not name for name in value):
+            raise ValueError("a folder name is empty")
+        return value
+
+
+class AccountConfig(_Model):
+    """One shared mailbox (sales@, support@) that maild watches."""
+
+    name: Stripped = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    address: Stripped = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    display_name: Stripped = ""
+    aliases: list[Annotated[str, BeforeValidator(_strip), Field(pattern=r"^[^@\s]+@[^@\s]+$")]] = (
+        Field(default_factory=list)
+    )
+    enabled: bool = True
+    imap: ImapConfig
+    folders: FoldersConfig = Field(default_factory=FoldersConfig)
+
+
+class Config(_Model):
+    """The whole config file of one maild process."""
+
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    smtp: SmtpConfig | None = None
+    accounts: list[AccountConfig] = Field(default_factory=list)
+
+    @field_validator("accounts")
+    @classmethod
+    def _unique_names(cls, value: list[AccountConfig]) -> list[AccountConfig]:
+        names = [account.name for account in value]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"account names must be unique, repeated: {', '.join(duplicates)}")
+        return value
+
+    def database_url(self) -> str:
+        """Give the database URL, the environment's MAILD_DATABASE_URL winning over the file."""
+        override = os.environ.get(DATABASE_URL_ENV, "").strip()
+        if override:
+            try:
+                return DatabaseConfig._known_driver(override)
+            except ValueError as exc:
+                raise ConfigError([f"{DATABASE_URL_ENV}: {exc}"]) from exc
+        return self.database.url
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic error location the way admins write keys: accounts[0].imap.port."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+def _problems(path: Path, exc: ValidationError, data: dict[str, Any]) -> list[str]:
+    """Turn pydantic errors into FILE: dotted.path: message lines, naming accounts by name."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{path}: {_dotted(loc)}: {message}")
+    return lines
+
+
+def load_config(path: Path, *, check_secrets: bool = True) -> Config:
+    """Read and validate a config file, raising ConfigError with every problem at once."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(path, exc, data)) from exc
+    if check_secrets:
+        secret_problems = _secret_problems(path, config)
+        if secret_problems:
+            raise ConfigError(secret_problems)
+    return config
+
+
+def _secret_problems(path: Path, config: Config) -> list[str]:
+    """Check every secret can be read now, so a missing password fails at start, not at 3 am."""
+    problems = []
+    sources: list[tuple[str, Secret]] = [
+        (f"accounts[{i}].imap", account.imap)
+        for i, account in enumerate(config.accounts)
+        if account.enabled
+    ]
+    if config.smtp is not None:
+        sources.append(("smtp", config.smtp))
+    for where, secret in sources:
+        try:
+            secret.read_password()
+        except ValueError as exc:
+            key = "password_env" if secret.password_env is not None else "password_file"
+            problems.append(f"{path}: {where}.{key}: {exc}")
+    return problems

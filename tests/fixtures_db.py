@@ -1,0 +1,72 @@
+"""Database fixtures: every database test runs on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def _pg_base_url() -> str | None:
+    """Give the PostgreSQL URL tests may use, failing under CI when it is missing."""
+    url = os.environ.get("MAILD_TEST_POSTGRES_URL", "").strip()
+    if url:
+        return url
+    if os.environ.get("CI"):
+        pytest.fail("MAILD_TEST_POSTGRES_URL is not set: CI needs a real PostgreSQL")
+    return None
+
+
+async def _admin(url: str, sql: str) -> None:
+    """Run one statement on the server's maintenance connection."""
+    import asyncpg
+
+    parsed = make_url(url)
+    conn = await asyncpg.connect(
+        host=parsed.host,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        password=parsed.password,
+        database=parsed.database,
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """Give the URL of a fresh, empty PostgreSQL database, dropped afterwards."""
+    base = _pg_base_url()
+    if base is None:
+        pytest.skip("MAILD_TEST_POSTGRES_URL not set")
+    name = f"maild_t_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
+    except OSError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {base} is not reachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """Give the URL of a fresh SQLite file."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'maild.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Give a fresh database URL, once per backend."""
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))

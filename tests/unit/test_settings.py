@@ -1,0 +1,134 @@
+"""Config loading: every problem at once, with file and dotted path; secrets stripped and never inline."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from maild.cli import main
+from maild.errors import ConfigError
+from maild.settings import load_config
+
+EXAMPLE = Path(__file__).parents[2] / "config" / "maild.example.toml"
+
+MINIMAL = """
+[[accounts]]
+name = "sales"
+address = " sales@corp.example\\t"
+  [accounts.imap]
+  host = "127.0.0.1"
+  security = "none"
+  username = " sales \\n"
+  password_env = "T_SALES_PW"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "maild.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The shipped example validates once its secrets exist."""
+    monkeypatch.setenv("MAILD_SMTP_PASSWORD", "x")
+    monkeypatch.setenv("MAILD_SALES_IMAP_PASSWORD", "x")
+    config = load_config(EXAMPLE, check_secrets=False)
+    assert [a.name for a in config.accounts] == ["sales", "support"]
+
+
+def test_stray_whitespace_is_stripped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Addresses, usernames and passwords pasted with spaces, tabs or line breaks are cleaned."""
+    monkeypatch.setenv("T_SALES_PW", "  s3cret\r\n")
+    config = load_config(write(tmp_path, MINIMAL))
+    account = config.accounts[0]
+    assert account.address == "sales@corp.example"
+    assert account.imap.username == "sales"
+    assert account.imap.read_password().get_secret_value() == "s3cret"
+
+
+def test_every_problem_reported_with_file_and_path(tmp_path: Path) -> None:
+    """An unknown key, a bad value and a missing key are all reported at once."""
+    text = """
+[daemon]
+poll_interval_seconds = -1
+colour = "blue"
+
+[[accounts]]
+name = "Sales Team"
+address = "sales@corp.example"
+  [accounts.imap]
+  host = "imap.corp.example"
+  security = "none"
+  password_env = "X"
+"""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = info.value.problems
+    joined = "\n".join(problems)
+    assert f"{path}: daemon.poll_interval_seconds:" in joined
+    assert f"{path}: daemon.colour: unknown key" in joined
+    assert f"{path}: accounts[0].name:" in joined
+    assert f"{path}: accounts[0].imap.username: Field required" in joined
+    assert len(problems) >= 4
+
+
+def test_plaintext_refused_off_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """security = "none" is refused for any host but loopback: no plaintext password on a network."""
+    monkeypatch.setenv("T_SALES_PW", "x")
+    path = write(tmp_path, MINIMAL.replace('"127.0.0.1"', '"imap.corp.example"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}: accounts[0].imap: " in str(info.value)
+    assert "only allowed for a loopback host" in str(info.value)
+
+
+def test_password_inline_is_refused(tmp_path: Path) -> None:
+    """A password written into the file itself is an unknown key, never accepted."""
+    path = write(tmp_path, MINIMAL.replace('password_env = "T_SALES_PW"', 'password = "hunter2"'))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    joined = "\n".join(info.value.problems)
+    assert "accounts[0].imap.password: unknown key" in joined
+    assert "hunter2" not in joined
+
+
+def test_missing_secret_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password_env that is not set fails the check, naming the key."""
+    monkeypatch.delenv("T_SALES_PW", raising=False)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MINIMAL))
+    assert re.search(r"accounts\[0\]\.imap\.password_env: environment variable T_SALES_PW", str(info.value))
+
+
+def test_broken_toml_names_the_file(tmp_path: Path) -> None:
+    """A TOML syntax error names the file and the position."""
+    path = write(tmp_path, "[database\nurl = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: not valid TOML")
+
+
+def test_database_url_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAILD_DATABASE_URL wins over the file, so a secret URL can stay in the environment."""
+    monkeypatch.setenv("T_SALES_PW", "x")
+    monkeypatch.setenv("MAILD_DATABASE_URL", "postgresql+asyncpg://u@h/db")
+    assert load_config(write(tmp_path, MINIMAL)).database_url() == "postgresql+asyncpg://u@h/db"
+
+
+def test_check_config_cli_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`maild check-config` prints each problem as FILE: path: message and exits non-zero."""
+    monkeypatch.setenv("T_SALES_PW", "x")
+    runner = CliRunner()
+    good = runner.invoke(main, ["check-config", "-c", str(write(tmp_path, MINIMAL))])
+    assert good.exit_code == 0, good.output
+    assert "OK (1 accounts, 1 watched folders)" in good.output
+    bad_path = tmp_path / "bad.toml"
+    bad_path.write_text(MINIMAL + '\n[daemon]\nfirst_sync = "later"\n', encoding="utf-8")
+    bad = runner.invoke(main, ["check-config", "-c", str(bad_path)])
+    assert bad.exit_code == 2
+    assert f"{bad_path}: daemon.first_sync: Input should be 'record' or 'process'" in bad.output
