@@ -81,8 +81,12 @@ def _write_config(workdir: Path, port: int, passwords: dict[str, str]) -> Path:
     config = workdir / "maild.toml"
     config.write_text(
         CONFIG_TEMPLATE.format(
-            db=workdir / "maild.db", port=port, sales=SALES, support=SUPPORT,
-            sales_pw=files["sales"], support_pw=files["support"],
+            db=workdir / "maild.db",
+            port=port,
+            sales=SALES,
+            support=SUPPORT,
+            sales_pw=files["sales"],
+            support_pw=files["support"],
         ),
         encoding="utf-8",
     )
@@ -101,9 +105,16 @@ def run_demo(workdir: Path | None = None) -> str:
         server = DovecotServer(root / "dovecot", users=passwords)
         server.start()
         try:
-            return _demo(root, server, passwords)
+            summary = _demo(root, server, passwords)
         finally:
-            server.stop()
+            server.close()
+        if workdir is None:
+            return summary + "\n\n(the demo's files were removed; keep them with --workdir DIR)"
+        return (
+            summary
+            + f"\n\nConfig, database and server log kept in {root}; try:\n"
+            + (f"  maild check-config -c {root / 'maild.toml'}")
+        )
 
 
 def _demo(root: Path, server: DovecotServer, passwords: dict[str, str]) -> str:
@@ -124,9 +135,15 @@ def _demo(root: Path, server: DovecotServer, passwords: dict[str, str]) -> str:
     again, seconds = _run_once(config)
     lines += _report(again, seconds)
     server.append(
-        "support", "INBOX",
-        letter(sender=("Mei Chen", "mei.chen@shenzhen-supply.example"), to=SUPPORT, index=9,
-               subject="Re: Tracking number?", body="Found it, thank you!"),
+        "support",
+        "INBOX",
+        letter(
+            sender=("Mei Chen", "mei.chen@shenzhen-supply.example"),
+            to=SUPPORT,
+            index=9,
+            subject="Re: Tracking number?",
+            body="Found it, thank you!",
+        ),
     )
     lines.append("")
     lines.append("3. One new letter arrived at support@; ran again:")
@@ -135,7 +152,6 @@ def _demo(root: Path, server: DovecotServer, passwords: dict[str, str]) -> str:
     lines.append("")
     lines += asyncio.run(_database_summary(config.database_url()))
     lines.append("")
-    lines.append(f"Config used: {root / 'maild.toml'} (run `maild check-config -c` on it)")
     return "\n".join(lines)
 
 
@@ -151,7 +167,7 @@ def _report(result: RunResult, seconds: float) -> list[str]:
     out = []
     for (account, folder), state in sorted(result.status.folders.items()):
         out.append(
-            f"   {account:<8} {folder:<10} stored {state.stored:>2}  failed/flagged "
+            f"   {account:<8} {folder:<10} stored {state.stored:>2}  kept raw as failed "
             f"{state.failed}  already stored {state.duplicates}"
             + (f"  ERROR {state.last_error}" if state.last_error else "")
         )
@@ -166,9 +182,19 @@ async def _database_summary(url: str) -> list[str]:
         sessions = session_factory(engine)
         async with sessions() as session:
             rows = await session.execute(
-                select(Account.name, Folder.name, Letter.uid, Letter.status, Letter.from_name,
-                       Letter.from_address, Letter.subject, Letter.error, Letter.size,
-                       func.count(Attachment.id))
+                select(
+                    Account.name,
+                    Folder.name,
+                    Letter.uid,
+                    Letter.status,
+                    Letter.from_name,
+                    Letter.from_address,
+                    Letter.subject,
+                    Letter.error,
+                    Letter.size,
+                    Letter.defects,
+                    func.count(Attachment.id),
+                )
                 .join(Folder, Folder.id == Letter.folder_id)
                 .join(Account, Account.id == Letter.account_id)
                 .outerjoin(Attachment, Attachment.letter_id == Letter.id)
@@ -176,15 +202,33 @@ async def _database_summary(url: str) -> list[str]:
                 .order_by(Account.name, Folder.name, Letter.uid)
             )
             out = ["The letters table now holds:"]
-            for account, folder, uid, status, name, address, subject, error, size, n in rows:
+            for (
+                account,
+                folder,
+                uid,
+                status,
+                name,
+                address,
+                subject,
+                error,
+                size,
+                defects,
+                n,
+            ) in rows:
                 sender = f"{name} <{address}>" if name else (address or "(no sender)")
-                line = (f"   {account}/{folder} uid {uid:<2} {status:<7} {size:>6} B  "
-                        f"{sender[:40]:<40}  {subject[:40] or '(no subject)'}")
+                line = (
+                    f"   {account}/{folder} uid {uid:<2} {status:<7} {size:>6} B  "
+                    f"{sender[:40]:<40}  {subject[:40] or '(no subject)'}"
+                )
                 if n:
                     line += f"  [{n} attachment{'s' if n > 1 else ''}]"
                 out.append(line)
                 if error:
                     out.append(f"        reason: {error[:100]}")
+                if defects:
+                    out.append(
+                        f"        flagged, {len(defects)} parse defect(s): {defects[0][:90]}"
+                    )
     finally:
         await engine.dispose()
     return out

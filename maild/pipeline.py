@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -46,77 +47,108 @@ class FolderStore:
     async def store(
         self, message: FetchedMessage, parsed: ParsedLetter | None, error: str | None
     ) -> str:
-        """Store one letter; if that fails, keep it raw and flagged; never advance past a lost one."""
-        sha256 = repo.sha256_of(message.raw)
-        status = "oversize" if message.headers_only else ("failed" if error else "stored")
-        try:
-            outcome, letter_id = await self._store(message, parsed, status, error, sha256)
-        except Exception as exc:  # keep the letter raw, whatever the database refused
-            log.warning("store_failed", uid=message.uid, error=f"{type(exc).__name__}: {exc}")
-            reason = f"storing the parsed letter failed: {type(exc).__name__}: {exc}"
-            outcome, letter_id = await self._store(message, None, "failed", reason[:4000], sha256)
-        self._log(message, parsed, outcome, letter_id, error)
-        return outcome
+        """Store one letter; see store_many."""
+        return (await self.store_many([(message, parsed, error)]))[0]
 
-    async def _store(
-        self,
-        message: FetchedMessage,
-        parsed: ParsedLetter | None,
-        status: str,
-        error: str | None,
-        sha256: str,
-    ) -> tuple[str, int | None]:
-        """Run the letter's single transaction: re-match or insert, then move the cursor."""
+    async def store_many(
+        self, items: Sequence[tuple[FetchedMessage, ParsedLetter | None, str | None]]
+    ) -> list[str]:
+        """Store letters in UID order with the cursor; if the group fails, store each on its own."""
+        batch = [self._new_letter(message, parsed, error) for message, parsed, error in items]
+        try:
+            results = await self._transaction(batch)
+        except Exception as exc:  # one bad letter must not cost the others: isolate it
+            if len(batch) == 1:
+                results = [await self._keep_raw(batch[0], exc)]
+            else:
+                log.warning(
+                    "batch_failed",
+                    account=self.account,
+                    folder=self.folder,
+                    letters=len(batch),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                results = [await self._store_alone(item) for item in batch]
+        for item, (outcome, letter_id) in zip(batch, results, strict=True):
+            self._log(item, outcome, letter_id)
+        return [outcome for outcome, _ in results]
+
+    def _new_letter(
+        self, message: FetchedMessage, parsed: ParsedLetter | None, error: str | None
+    ) -> repo.NewLetter:
+        """Decide a letter's status before it is stored."""
+        status = "oversize" if message.headers_only else ("failed" if error else "stored")
+        return repo.NewLetter(message, parsed, status, error, repo.sha256_of(message.raw))
+
+    async def _store_alone(self, item: repo.NewLetter) -> tuple[str, int | None]:
+        """Store one letter in its own transaction, keeping it raw if even that fails."""
+        try:
+            return (await self._transaction([item]))[0]
+        except Exception as exc:
+            return await self._keep_raw(item, exc)
+
+    async def _keep_raw(self, item: repo.NewLetter, exc: Exception) -> tuple[str, int | None]:
+        """Store the raw letter flagged failed with the reason; if this fails too, raise (no advance)."""
+        reason = f"storing the parsed letter failed: {type(exc).__name__}: {exc}"[:4000]
+        log.warning(
+            "store_failed",
+            account=self.account,
+            folder=self.folder,
+            uid=item.message.uid,
+            error=reason,
+        )
+        raw_only = repo.NewLetter(item.message, None, "failed", reason, item.sha256)
+        return (await self._transaction([raw_only]))[0]
+
+    async def _transaction(self, batch: list[repo.NewLetter]) -> list[tuple[str, int | None]]:
+        """Run one transaction: re-match or insert each letter, then move the cursor past them."""
+        results: dict[int, tuple[str, int | None]] = {}
         async with self.sessions.begin() as session:
             folder = await repo.load_folder(session, self.folder_id)
-            letter_id = None
-            outcome = status
+            pending = batch
             if folder.uidvalidity_changes:
-                letter_id = await repo.rekey_letter(
-                    session,
-                    folder,
-                    sha256=sha256,
-                    uidvalidity=folder.uidvalidity or 0,
-                    uid=message.uid,
+                pending = []
+                for item in batch:
+                    letter_id = await repo.rekey_letter(
+                        session,
+                        folder,
+                        sha256=item.sha256,
+                        uidvalidity=folder.uidvalidity or 0,
+                        uid=item.message.uid,
+                    )
+                    if letter_id is None:
+                        pending.append(item)
+                    else:
+                        results[item.message.uid] = ("rekeyed", letter_id)
+            first_sync = self.first_sync_mode == "record" and not folder.first_sync_done
+            ids = await repo.insert_letters(session, folder, pending, first_sync=first_sync)
+            for item in pending:
+                letter_id = ids.get(item.message.uid)
+                results[item.message.uid] = (
+                    (item.status, letter_id) if letter_id is not None else ("duplicate", None)
                 )
-                outcome = "rekeyed" if letter_id is not None else status
-            if letter_id is None:
-                first_sync = self.first_sync_mode == "record" and not folder.first_sync_done
-                letter_id = await repo.insert_letter(
-                    session,
-                    folder,
-                    message,
-                    parsed,
-                    status=status,
-                    error=error,
-                    first_sync=first_sync,
-                    sha256=sha256,
-                )
-                if letter_id is None:
-                    outcome = "duplicate"
-            await repo.advance_cursor(session, self.folder_id, message.uid)
-        return outcome, letter_id
+            await repo.advance_cursor(
+                session, self.folder_id, max(item.message.uid for item in batch)
+            )
+        return [results[item.message.uid] for item in batch]
 
-    def _log(
-        self,
-        message: FetchedMessage,
-        parsed: ParsedLetter | None,
-        outcome: str,
-        letter_id: int | None,
-        error: str | None,
-    ) -> None:
+    def _log(self, item: repo.NewLetter, outcome: str, letter_id: int | None) -> None:
         """Write the one summary line per letter."""
         fields = {
             "account": self.account,
             "folder": self.folder,
-            "uid": message.uid,
+            "uid": item.message.uid,
             "letter_id": letter_id,
             "outcome": outcome,
-            "size": message.size,
-            "message_id": parsed.message_id if parsed else None,
+            "size": item.message.size,
+            "message_id": item.parsed.message_id if item.parsed else None,
         }
         if outcome in ("failed", "oversize"):
-            log.warning("letter", **fields, error=error)
+            log.warning(
+                "letter",
+                **fields,
+                error=item.error if outcome == "oversize" else (item.error or "")[:300],
+            )
         else:
             log.info("letter", **fields)
 

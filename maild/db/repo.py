@@ -167,74 +167,88 @@ def letter_values(parsed: ParsedLetter) -> dict[str, Any]:
     }
 
 
-async def insert_letter(
-    session: AsyncSession,
-    folder: FolderRow,
-    message: FetchedMessage,
-    parsed: ParsedLetter | None,
-    *,
-    status: str,
-    error: str | None,
-    first_sync: bool,
-    sha256: str,
-) -> int | None:
-    """Insert the letter once; give its id, or None when this UID is already stored."""
-    values: dict[str, Any] = {
+@dataclass(frozen=True)
+class NewLetter:
+    """One fetched letter ready to insert: what was fetched, what parsing made of it, and its status."""
+
+    message: FetchedMessage
+    parsed: ParsedLetter | None
+    status: str
+    error: str | None
+    sha256: str
+
+
+def _letter_row(folder: FolderRow, item: NewLetter, first_sync: bool) -> dict[str, Any]:
+    """Map one new letter onto every letters column."""
+    now = utcnow()
+    parsed = item.parsed if item.parsed is not None else ParsedLetter()
+    return {
         "account_id": folder.account_id,
         "folder_id": folder.id,
         "uidvalidity": folder.uidvalidity,
-        "uid": message.uid,
+        "uid": item.message.uid,
         "direction": "in",
-        "status": status,
-        "error": error,
-        "received_at": message.internaldate,
-        "size": message.size,
-        "sha256": sha256,
-        "raw": message.raw,
-        "imap_flags": list(message.flags),
+        "status": item.status,
+        "error": item.error,
+        "received_at": item.message.internaldate,
+        "size": item.message.size,
+        "sha256": item.sha256,
+        "raw": item.message.raw,
+        "imap_flags": list(item.message.flags),
         "first_sync": first_sync,
         "marked_for_deletion": False,
-        "created_at": utcnow(),
-        "updated_at": utcnow(),
-        **(letter_values(parsed) if parsed is not None else _empty_letter_values()),
+        "created_at": now,
+        "updated_at": now,
+        **letter_values(parsed),
     }
+
+
+async def insert_letters(
+    session: AsyncSession, folder: FolderRow, items: Sequence[NewLetter], *, first_sync: bool
+) -> dict[int, int]:
+    """Insert letters in one statement, skipping UIDs already stored; give {uid: new letter id}."""
+    if not items:
+        return {}
+    table = Letter.__table__
     stmt = (
-        _insert(session, Letter)
-        .values(**values)
+        _insert(session, table)
         .on_conflict_do_nothing(index_elements=["folder_id", "uidvalidity", "uid"])
-        .returning(Letter.id)
+        .returning(table.c.id, table.c.uid)
     )
-    letter_id = (await session.execute(stmt)).scalar_one_or_none()
-    if letter_id is not None and parsed is not None:
-        await insert_attachments(session, int(letter_id), parsed)
-    return None if letter_id is None else int(letter_id)
-
-
-def _empty_letter_values() -> dict[str, Any]:
-    """Column values for a letter whose parse failed: empty, but never NULL."""
-    return letter_values(ParsedLetter())
-
-
-async def insert_attachments(session: AsyncSession, letter_id: int, parsed: ParsedLetter) -> None:
-    """List a letter's attachments."""
-    if not parsed.attachments:
-        return
-    await session.execute(
-        _insert(session, Attachment),
+    rows = [_letter_row(folder, item, first_sync) for item in items]
+    result = await session.execute(stmt, rows)
+    ids = {int(uid): int(letter_id) for letter_id, uid in result.all()}
+    await insert_attachments(
+        session,
         [
-            {
-                "letter_id": letter_id,
-                "position": item.position,
-                "filename": item.filename,
-                "content_type": item.content_type,
-                "size": item.size,
-                "content_id": item.content_id,
-                "disposition": item.disposition,
-                "sha256": item.sha256,
-            }
-            for item in parsed.attachments
+            (ids[item.message.uid], item.parsed)
+            for item in items
+            if item.parsed is not None and item.message.uid in ids
         ],
     )
+    return ids
+
+
+async def insert_attachments(
+    session: AsyncSession, letters: Sequence[tuple[int, ParsedLetter]]
+) -> None:
+    """List the attachments of newly stored letters in one statement."""
+    rows = [
+        {
+            "letter_id": letter_id,
+            "position": item.position,
+            "filename": item.filename,
+            "content_type": item.content_type,
+            "size": item.size,
+            "content_id": item.content_id,
+            "disposition": item.disposition,
+            "sha256": item.sha256,
+        }
+        for letter_id, parsed in letters
+        for item in parsed.attachments
+    ]
+    if rows:
+        await session.execute(_insert(session, Attachment.__table__), rows)
 
 
 def sha256_of(raw: bytes) -> str:
@@ -265,7 +279,7 @@ async def mark_parsed(session: AsyncSession, letter_id: int, parsed: ParsedLette
         .values(status="stored", error=None, updated_at=utcnow(), **letter_values(parsed))
     )
     await session.execute(delete(Attachment).where(Attachment.letter_id == letter_id))
-    await insert_attachments(session, letter_id, parsed)
+    await insert_attachments(session, [(letter_id, parsed)])
 
 
 async def mark_failed_again(session: AsyncSession, letter_id: int, error: str) -> None:

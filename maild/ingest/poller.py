@@ -23,6 +23,7 @@ log = get_logger(__name__)
 MAX_CHUNK_LETTERS = 150
 MAX_CHUNK_BYTES = 32 * 1024 * 1024
 QUEUE_CHUNKS = 2
+MAX_STORE_GROUP = 64
 ONCE_ATTEMPTS = 3
 
 
@@ -45,10 +46,10 @@ class LetterSink(Protocol):
         """Adopt a new UIDVALIDITY, resetting the last UID so every letter is looked at again."""
         ...
 
-    async def store(
-        self, message: FetchedMessage, parsed: ParsedLetter | None, error: str | None
-    ) -> str:
-        """Store one letter with the cursor in one transaction; give the outcome's name."""
+    async def store_many(
+        self, items: Sequence[tuple[FetchedMessage, ParsedLetter | None, str | None]]
+    ) -> list[str]:
+        """Store letters (in UID order) with the cursor; give each one's outcome name."""
         ...
 
     async def synced(self) -> None:
@@ -241,39 +242,58 @@ class FolderPoller:
                     break
                 messages = await session.fetch(chunk, headers_only=headers_only)
                 await queue.put([(m, self.parser.submit(m.raw)) for m in messages])
-        finally:
+        except asyncio.CancelledError:
+            raise  # the consumer is gone: nobody waits for the end marker
+        except Exception:
             await queue.put(None)
+            raise
+        await queue.put(None)
 
     async def _consume(
         self,
         queue: asyncio.Queue[list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]] | None],
     ) -> None:
-        """Store letters in UID order, so the cursor only ever moves forward over stored letters."""
+        """Store letters in UID order, grouping those already parsed, so the cursor only moves forward."""
         while (batch := await queue.get()) is not None:
-            for position, (message, future) in enumerate(batch):
+            position = 0
+            while position < len(batch):
                 if self.stop.is_set():
                     for _, pending in batch[position:]:
                         pending.cancel()
                     return
-                await self._store_one(message, future)
+                group = [batch[position]]
+                await asyncio.wait({group[0][1]})
+                # Take along the following letters whose parse is already done, in order.
+                while (
+                    position + len(group) < len(batch)
+                    and len(group) < MAX_STORE_GROUP
+                    and batch[position + len(group)][1].done()
+                ):
+                    group.append(batch[position + len(group)])
+                await self._store_group(group)
+                position += len(group)
 
-    async def _store_one(
-        self, message: FetchedMessage, future: asyncio.Future[ParsedLetter]
+    async def _store_group(
+        self, group: list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]]
     ) -> None:
-        """Await one parse and store its result, a parse failure becoming a flagged raw letter."""
-        parsed: ParsedLetter | None = None
-        error: str | None = None
-        try:
-            parsed = await future
-        except ParseError as exc:
-            error = str(exc)[:4000]
-        if message.headers_only:
-            error = (
-                f"letter of {message.size} bytes is over daemon.max_letter_bytes "
-                f"({self.options.max_letter_bytes}); only its header was stored"
-            )
-        outcome = await self.sink.store(message, parsed, error)
-        self._count(message, outcome)
+        """Store parsed letters together; a parse failure becomes a flagged raw letter."""
+        items: list[tuple[FetchedMessage, ParsedLetter | None, str | None]] = []
+        for message, future in group:
+            parsed: ParsedLetter | None = None
+            error: str | None = None
+            try:
+                parsed = future.result()
+            except ParseError as exc:
+                error = str(exc)[:4000]
+            if message.headers_only:
+                error = (
+                    f"letter of {message.size} bytes is over daemon.max_letter_bytes "
+                    f"({self.options.max_letter_bytes}); only its header was stored"
+                )
+            items.append((message, parsed, error))
+        outcomes = await self.sink.store_many(items)
+        for (message, _), outcome in zip(group, outcomes, strict=True):
+            self._count(message, outcome)
 
     def _count(self, message: FetchedMessage, outcome: str) -> None:
         """Update status and metrics for one stored letter."""

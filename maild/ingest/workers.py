@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -11,6 +12,11 @@ from concurrent.futures.process import BrokenProcessPool
 from maild.core.letter import ParsedLetter
 from maild.errors import ParseError
 from maild.ingest.parse import parse_letter
+
+
+def _quiet_worker() -> None:
+    """Silence mail-parser's own warnings in workers: every defect is recorded on the letter instead."""
+    logging.getLogger("mailparser").setLevel(logging.CRITICAL)
 
 
 def default_workers() -> int:
@@ -24,12 +30,15 @@ class ParserPool:
     def __init__(self, workers: int = 0) -> None:
         self.workers = workers or default_workers()
         self._executor: ProcessPoolExecutor | None = None
+        self._isolation = asyncio.Lock()
 
     def _pool(self) -> ProcessPoolExecutor:
         """Start the workers on first use; spawn, because forking a process with threads is unsafe."""
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_quiet_worker,
             )
         return self._executor
 
@@ -41,9 +50,25 @@ class ParserPool:
     async def _parse(self, loop: asyncio.AbstractEventLoop, raw: bytes) -> ParsedLetter:
         try:
             return await loop.run_in_executor(self._pool(), parse_letter, raw)
-        except BrokenProcessPool as exc:
+        except BrokenProcessPool:
             self._reset()
+        # A dead worker fails every letter in flight; only the guilty one should stay failed.
+        async with self._isolation:
+            return await self._parse_isolated(loop, raw)
+
+    async def _parse_isolated(self, loop: asyncio.AbstractEventLoop, raw: bytes) -> ParsedLetter:
+        """Parse in a process of its own, so a letter that kills its parser is pinned down exactly."""
+        executor = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_quiet_worker,
+        )
+        try:
+            return await loop.run_in_executor(executor, parse_letter, raw)
+        except BrokenProcessPool as exc:
             raise ParseError("the parser process died on this letter") from exc
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
 
     async def parse(self, raw: bytes) -> ParsedLetter:
         """Parse one letter off the loop; raise ParseError when it cannot be parsed."""

@@ -18,7 +18,36 @@ _NAMES = [
     ("Mei Chen", "mei.chen@shenzhen-supply.example"),
 ]
 
-_WORDS = ["order", "quote", "delivery", "invoice", "pallet", "price", "discount", "contract", "warehouse", "schedule", "payment", "shipment", "sample", "catalogue", "partnership", "volume", "request", "urgent", "thanks", "regards", "заказ", "поставка", "счёт", "скидка", "договор", "оплата", "склад", "образец"]
+_WORDS = [
+    "order",
+    "quote",
+    "delivery",
+    "invoice",
+    "pallet",
+    "price",
+    "discount",
+    "contract",
+    "warehouse",
+    "schedule",
+    "payment",
+    "shipment",
+    "sample",
+    "catalogue",
+    "partnership",
+    "volume",
+    "request",
+    "urgent",
+    "thanks",
+    "regards",
+    "заказ",
+    "поставка",
+    "счёт",
+    "скидка",
+    "договор",
+    "оплата",
+    "склад",
+    "образец",
+]
 
 
 def _when(index: int) -> datetime:
@@ -57,6 +86,16 @@ def letter(
     return msg.as_bytes()
 
 
+def nested_too_deep(depth: int = 2500) -> bytes:
+    """Compose a multipart nested thousands of levels deep: a parser bomb that must not stop maild."""
+    parts = [b"From: Bomb <bomb@hostile.example>\r\nTo: sales@corp.example\r\nSubject: nested\r\n"]
+    for level in range(depth):
+        parts.append(
+            b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (level, level)
+        )
+    return b"".join(parts) + b"Content-Type: text/plain\r\n\r\nx\r\n"
+
+
 MALFORMED = {
     "no headers": b"this letter has no header block at all, only some text\r\n",
     "broken MIME": (
@@ -70,6 +109,7 @@ MALFORMED = {
         b"Subject: =?x-unknown-cs?q?hello?=\r\nContent-Type: text/plain; charset=x-unknown-cs\r\n\r\n"
         b"\xc7\xe4\xf0\xe0\xe2\xf1\xf2\xe2\xf3\xe9\xf2\xe5\r\n"
     ),
+    "nested too deep": nested_too_deep(),
     "8-bit headers": (
         "From: Пётр Иванов <petr@mail-ru.example>\r\nTo: Отдел продаж <sales@corp.example>\r\n"
         "Subject: Заявка на поставку\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
@@ -113,6 +153,7 @@ def demo_mailboxes() -> dict[tuple[str, str], list[bytes]]:
             MALFORMED["no headers"],
             MALFORMED["broken MIME"],
             MALFORMED["unknown charset"],
+            MALFORMED["nested too deep"],
         ],
         ("sales", "Leads/Web"): [
             letter(

@@ -44,14 +44,6 @@ def test_attachments_listed_with_sizes() -> None:
     assert len(item.sha256) == 64
 
 
-@pytest.mark.parametrize("kind", sorted(MALFORMED))
-def test_malformed_letters_parse_without_raising(kind: str) -> None:
-    """No headers, broken MIME, unknown charsets and 8-bit headers all parse to something."""
-    parsed = parse_letter(MALFORMED[kind])
-    assert isinstance(parsed.subject, str)
-    assert "\x00" not in parsed.text
-
-
 def test_missing_header_block_is_a_defect() -> None:
     """A letter without headers is reported as defective, so the CRM can flag it."""
     assert parse_letter(MALFORMED["no headers"]).defects
@@ -68,23 +60,21 @@ def test_nul_and_surrogates_are_cleaned() -> None:
 
 def test_deep_nesting_is_a_parse_error() -> None:
     """A letter nested thousands of levels deep fails as ParseError, not a crash."""
-    depth = 3000
-    head = b"From: a@b.example\r\nSubject: deep\r\n"
-    parts = [head]
-    for level in range(depth):
-        parts.append(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (level, level))
-    raw = b"".join(parts) + b"Content-Type: text/plain\r\n\r\nx\r\n"
-    try:
-        parsed = parse_letter(raw)
-    except ParseError as exc:
-        assert "deep" in str(exc) or "parse" in str(exc)
-    else:
-        assert parsed.subject == "deep"
+    with pytest.raises(ParseError, match="nesting too deep"):
+        parse_letter(MALFORMED["nested too deep"])
+
+
+@pytest.mark.parametrize("kind", sorted(set(MALFORMED) - {"nested too deep"}))
+def test_other_malformed_letters_parse(kind: str) -> None:
+    """Every other hostile sample parses to values, so only true parser bombs are flagged failed."""
+    assert isinstance(parse_letter(MALFORMED[kind]).text, str)
 
 
 def test_parsed_letter_pickles() -> None:
     """A parsed letter crosses the process boundary intact."""
     for raws in demo_mailboxes().values():
         for raw in raws:
+            if raw == MALFORMED["nested too deep"]:
+                continue
             parsed = parse_letter(raw)
             assert pickle.loads(pickle.dumps(parsed)) == parsed
