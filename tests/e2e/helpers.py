@@ -13,8 +13,10 @@ from sqlalchemy import func, select
 
 from maild.db.engine import create_engine, session_factory
 from maild.db.tables import Folder, Letter
+from maild.runtime import Daemon
 from maild.settings import Config
 from maild.testing.dovecot import DovecotServer
+from maild.testing.samples import SALES, letter
 
 
 def unique_folder(prefix: str = "T") -> str:
@@ -37,13 +39,20 @@ def make_config(
     for user, folders in accounts.items():
         secret = tmp_path / f"{user}-{uuid.uuid4().hex[:6]}.password"
         secret.write_text((passwords or server.users)[user] + "\n", encoding="utf-8")
-        entries.append({
-            "name": user,
-            "address": f"{user}@corp.example",
-            "imap": {"host": server.host, "port": port or server.port, "security": "none",
-                     "username": user, "password_file": str(secret)},
-            "folders": {"watch": folders},
-        })
+        entries.append(
+            {
+                "name": user,
+                "address": f"{user}@corp.example",
+                "imap": {
+                    "host": server.host,
+                    "port": port or server.port,
+                    "security": "none",
+                    "username": user,
+                    "password_file": str(secret),
+                },
+                "folders": {"watch": folders},
+            }
+        )
     settings = {"health_listen": "", "parse_workers": 2, "reconnect_max_seconds": 2, **daemon}
     return Config.model_validate(
         {"database": {"url": db_url}, "daemon": settings, "accounts": entries}
@@ -68,8 +77,14 @@ async def letter_rows(db_url: str, folder: str | None = None) -> list[tuple[Any,
     try:
         async with session_factory(engine)() as session:
             stmt = select(
-                Folder.name, Letter.uidvalidity, Letter.uid, Letter.status, Letter.sha256,
-                Letter.message_id, Letter.subject, Letter.error,
+                Folder.name,
+                Letter.uidvalidity,
+                Letter.uid,
+                Letter.status,
+                Letter.sha256,
+                Letter.message_id,
+                Letter.subject,
+                Letter.error,
             ).join(Folder, Folder.id == Letter.folder_id)
             if folder is not None:
                 stmt = stmt.where(Folder.name == folder)
@@ -83,8 +98,42 @@ async def letter_count(db_url: str) -> int:
     engine = create_engine(db_url)
     try:
         async with session_factory(engine)() as session:
-            return int((await session.execute(select(func.count()).select_from(Letter))).scalar_one())
+            return int(
+                (await session.execute(select(func.count()).select_from(Letter))).scalar_one()
+            )
     except Exception:
         return 0  # the schema may not exist yet while the daemon starts
     finally:
         await engine.dispose()
+
+
+def numbered(count: int, tag: str, padding: int = 0) -> list[bytes]:
+    """Make distinct letters ("TAG #i"), optionally padded so a fetch takes a while."""
+    pad = ("x" * 76 + "\n") * (padding // 77)
+    return [
+        letter(
+            sender=("Client", f"c{i}@client.example"),
+            to=SALES,
+            index=i,
+            subject=f"{tag} #{i}",
+            body=f"letter {i} of {count}\n{pad}",
+        )
+        for i in range(count)
+    ]
+
+
+async def at_least(db_url: str, n: int) -> bool:
+    """Tell whether the database holds n letters or more."""
+    return await letter_count(db_url) >= n
+
+
+async def folder_has_error(daemon: Daemon, account: str, folder: str) -> bool:
+    """Tell whether the daemon reports an error for a folder."""
+    state = daemon.status.folders.get((account, folder))
+    return state is not None and state.last_error is not None
+
+
+async def folder_synced(daemon: Daemon, account: str, folder: str) -> bool:
+    """Tell whether the daemon has finished a pass over a folder."""
+    state = daemon.status.folders.get((account, folder))
+    return state is not None and state.last_sync is not None

@@ -14,18 +14,18 @@ import pytest
 from maild.runtime import Daemon
 from maild.testing.dovecot import DovecotServer
 from maild.testing.samples import MALFORMED, SALES, demo_mailboxes, letter, random_letter
-from tests.e2e.helpers import letter_count, letter_rows, make_config, unique_folder, wait_until
+from tests.e2e.helpers import (
+    at_least,
+    folder_has_error,
+    folder_synced,
+    letter_rows,
+    make_config,
+    numbered,
+    unique_folder,
+    wait_until,
+)
 
 SAMPLES = [raw for raws in demo_mailboxes().values() for raw in raws]
-
-
-def numbered(count: int, tag: str) -> list[bytes]:
-    """Make distinct small letters, so every row can be told apart."""
-    return [
-        letter(sender=("Client", f"c{i}@client.example"), to=SALES, index=i,
-               subject=f"{tag} #{i}", body=f"letter {i} of {count}")
-        for i in range(count)
-    ]
 
 
 async def test_three_accounts_two_folders_concurrently(
@@ -57,9 +57,13 @@ async def test_malformed_letters_are_stored(
     """No headers, broken MIME, unknown charset, 8-bit headers and a 20 MB attachment all store."""
     folder = unique_folder()
     dovecot.create_folder("sales", folder)
-    big = letter(sender=("Big", "big@client.example"), to=SALES, subject="twenty megabytes",
-                 body="see attachment",
-                 attachments=[("scan.tif", "image/tiff", random.Random(3).randbytes(20 * 2**20))])
+    big = letter(
+        sender=("Big", "big@client.example"),
+        to=SALES,
+        subject="twenty megabytes",
+        body="see attachment",
+        attachments=[("scan.tif", "image/tiff", random.Random(3).randbytes(20 * 2**20))],
+    )
     raws = [*MALFORMED.values(), big]
     dovecot.append_many("sales", folder, raws)
     config = make_config(dovecot, tmp_path, db_url, {"sales": [folder]})
@@ -84,9 +88,7 @@ async def test_oversize_letter_keeps_its_header(
     assert "max_letter_bytes" in row[7]
 
 
-async def test_restart_midway_resumes(
-    dovecot: DovecotServer, tmp_path: Path, db_url: str
-) -> None:
+async def test_restart_midway_resumes(dovecot: DovecotServer, tmp_path: Path, db_url: str) -> None:
     """A daemon stopped mid-folder resumes where it stopped: no letter lost, none doubled."""
     folder = unique_folder()
     dovecot.create_folder("sales", folder)
@@ -95,7 +97,7 @@ async def test_restart_midway_resumes(
     config = make_config(dovecot, tmp_path, db_url, {"sales": [folder]})
     daemon = Daemon(config)
     task = asyncio.create_task(daemon.run())
-    await wait_until(lambda: _at_least(db_url, 50), what="some letters stored")
+    await wait_until(lambda: at_least(db_url, 50), what="some letters stored")
     daemon.stop.set()
     await asyncio.wait_for(task, 60)
     partial = len(await letter_rows(db_url, folder))
@@ -104,10 +106,6 @@ async def test_restart_midway_resumes(
     rows = await letter_rows(db_url, folder)
     assert len(rows) == total
     assert sorted(r[2] for r in rows) == sorted(dovecot.uids("sales", folder))
-
-
-async def _at_least(db_url: str, n: int) -> bool:
-    return await letter_count(db_url) >= n
 
 
 async def test_uidvalidity_reset_loses_and_doubles_nothing(
@@ -140,13 +138,21 @@ async def test_wrong_password_is_reported_while_others_work(
     dovecot.create_folder("sales", good)
     dovecot.append_many("sales", good, numbered(3, "good"))
     passwords = {**dovecot.users, "support": "not-the-password"}
-    config = make_config(dovecot, tmp_path, db_url, {"sales": [good], "support": ["INBOX"]},
-                         passwords=passwords, health_listen="127.0.0.1:0")
+    config = make_config(
+        dovecot,
+        tmp_path,
+        db_url,
+        {"sales": [good], "support": ["INBOX"]},
+        passwords=passwords,
+        health_listen="127.0.0.1:0",
+    )
     daemon = Daemon(config)
     task = asyncio.create_task(daemon.run())
     try:
-        await wait_until(lambda: _at_least(db_url, 3), what="the good account's letters")
-        await wait_until(lambda: _has_error(daemon), what="the bad account's error")
+        await wait_until(lambda: at_least(db_url, 3), what="the good account's letters")
+        await wait_until(
+            lambda: folder_has_error(daemon, "support", "INBOX"), what="the bad account's error"
+        )
         assert daemon.health is not None
         code, report = await asyncio.to_thread(_get_json, daemon.health.port, "/healthz")
         assert code == 503
@@ -160,11 +166,6 @@ async def test_wrong_password_is_reported_while_others_work(
         daemon.stop.set()
         await asyncio.wait_for(task, 60)
     assert "not-the-password" not in caplog.text
-
-
-async def _has_error(daemon: Daemon) -> bool:
-    state = daemon.status.folders.get(("support", "INBOX"))
-    return state is not None and state.last_error is not None
 
 
 def _get_json(port: int, path: str) -> tuple[int, dict[str, object]]:
@@ -186,21 +187,15 @@ async def test_idle_brings_new_letters_without_polling(
     """With the poll interval at an hour, IDLE still brings a new letter into the database."""
     folder = unique_folder()
     dovecot.create_folder("sales", folder)
-    config = make_config(dovecot, tmp_path, db_url, {"sales": [folder]},
-                         poll_interval_seconds=3600)
+    config = make_config(dovecot, tmp_path, db_url, {"sales": [folder]}, poll_interval_seconds=3600)
     daemon = Daemon(config)
     task = asyncio.create_task(daemon.run())
     try:
-        await wait_until(lambda: _synced(daemon, folder), what="first sync")
+        await wait_until(lambda: folder_synced(daemon, "sales", folder), what="first sync")
         await asyncio.to_thread(dovecot.append, "sales", folder, numbered(1, "pushed")[0])
-        await wait_until(lambda: _at_least(db_url, 1), what="the pushed letter")
+        await wait_until(lambda: at_least(db_url, 1), what="the pushed letter")
     finally:
         daemon.stop.set()
         await asyncio.wait_for(task, 60)
     [row] = await letter_rows(db_url, folder)
     assert row[6] == "pushed #0"
-
-
-async def _synced(daemon: Daemon, folder: str) -> bool:
-    state = daemon.status.folders.get(("sales", folder))
-    return state is not None and state.last_sync is not None

@@ -12,22 +12,16 @@ from pathlib import Path
 
 from maild.runtime import Daemon
 from maild.testing.dovecot import DovecotServer
-from maild.testing.samples import MALFORMED, SALES, letter
-from tests.e2e.helpers import letter_count, letter_rows, make_config, unique_folder, wait_until
-
-
-def numbered(count: int, tag: str, padding: int = 0) -> list[bytes]:
-    """Make distinct letters, optionally padded so a fetch takes a while."""
-    pad = ("x" * 76 + "\n") * (padding // 77)
-    return [
-        letter(sender=("Client", f"c{i}@client.example"), to=SALES, index=i,
-               subject=f"{tag} #{i}", body=f"letter {i} of {count}\n{pad}")
-        for i in range(count)
-    ]
-
-
-async def _at_least(db_url: str, n: int) -> bool:
-    return await letter_count(db_url) >= n
+from maild.testing.samples import MALFORMED
+from tests.e2e.helpers import (
+    at_least,
+    folder_has_error,
+    letter_rows,
+    make_config,
+    numbered,
+    unique_folder,
+    wait_until,
+)
 
 
 async def test_server_killed_mid_fetch_recovers(
@@ -38,16 +32,19 @@ async def test_server_killed_mid_fetch_recovers(
     private_dovecot.create_folder("sales", folder)
     total = 600
     private_dovecot.append_many("sales", folder, numbered(total, "killed", padding=20_000))
-    config = make_config(private_dovecot, tmp_path, db_url, {"sales": [folder]},
-                         imap_timeout_seconds=5)
+    config = make_config(
+        private_dovecot, tmp_path, db_url, {"sales": [folder]}, imap_timeout_seconds=5
+    )
     daemon = Daemon(config)
     task = asyncio.create_task(daemon.run())
     try:
-        await wait_until(lambda: _at_least(db_url, 30), what="the first letters")
+        await wait_until(lambda: at_least(db_url, 30), what="the first letters")
         await asyncio.to_thread(private_dovecot.kill)
-        await wait_until(lambda: _reconnecting(daemon, folder), what="the error to be seen")
+        await wait_until(
+            lambda: folder_has_error(daemon, "sales", folder), what="the error to be seen"
+        )
         await asyncio.to_thread(private_dovecot.start)
-        await wait_until(lambda: _at_least(db_url, total), timeout=120, what="every letter")
+        await wait_until(lambda: at_least(db_url, total), timeout=120, what="every letter")
     finally:
         daemon.stop.set()
         await asyncio.wait_for(task, 60)
@@ -56,11 +53,6 @@ async def test_server_killed_mid_fetch_recovers(
     assert sorted(r[2] for r in rows) == private_dovecot.uids("sales", folder)
     reconnects = daemon.metrics.reconnects.labels("sales", folder)._value.get()
     assert reconnects >= 1
-
-
-async def _reconnecting(daemon: Daemon, folder: str) -> bool:
-    state = daemon.status.folders.get(("sales", folder))
-    return state is not None and state.last_error is not None
 
 
 async def test_thousands_of_letters_in_one_folder(
@@ -111,8 +103,12 @@ address = "sales@corp.example"
 def maild(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the maild command as an admin or cron would, stdin closed, logs not on a TTY."""
     return subprocess.run(
-        [sys.executable, "-m", "maild", *args], capture_output=True, text=True, timeout=180,
-        stdin=subprocess.DEVNULL, check=False,
+        [sys.executable, "-m", "maild", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
 
 
@@ -147,11 +143,14 @@ def test_sigterm_finishes_in_flight_and_exits(
     config = write_config(dovecot, tmp_path, db_url, folder)
     process = subprocess.Popen(
         [sys.executable, "-m", "maild", "run", "-c", str(config)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        asyncio.run(wait_until(lambda: _at_least(db_url, 1), what="the first letter"))
+        asyncio.run(wait_until(lambda: at_least(db_url, 1), what="the first letter"))
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)
     finally:
