@@ -20,6 +20,8 @@ from pydantic import (
 )
 
 from maild.errors import ConfigError
+from maild.rules.loader import AccountInfo, compile_rules
+from maild.rules.models import RuleConfig
 
 DATABASE_URL_ENV = "MAILD_DATABASE_URL"
 
@@ -182,6 +184,7 @@ class Config(_Model):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     smtp: SmtpConfig | None = None
     accounts: list[AccountConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
 
     @field_validator("accounts")
     @classmethod
@@ -238,6 +241,11 @@ def load_config(path: Path, *, check_secrets: bool = True) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_problems(path, exc, data)) from exc
+    compile_rules(  # raises ConfigError with one FILE: rules[i] ("name").path: message line each
+        config.rules,
+        {a.name: AccountInfo(tuple(a.folders.watch), a.folders.deleted) for a in config.accounts},
+        source=str(path),
+    )
     if check_secrets:
         secret_problems = _secret_problems(path, config)
         if secret_problems:

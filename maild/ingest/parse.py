@@ -156,3 +156,14 @@ def parse_letter(raw: bytes) -> ParsedLetter:
         raise ParseError("letter is nested too deeply to parse") from exc
     except Exception as exc:  # mail-parser and the stdlib raise many kinds on hostile input
         raise ParseError(f"cannot parse letter: {type(exc).__name__}: {exc}") from exc
+
+
+def parse_many(raws: list[bytes]) -> list[ParsedLetter | str]:
+    """Parse several letters in one worker call (one round trip), a failure becoming its reason."""
+    out: list[ParsedLetter | str] = []
+    for raw in raws:
+        try:
+            out.append(parse_letter(raw))
+        except ParseError as exc:
+            out.append(str(exc))
+    return out

@@ -241,7 +241,8 @@ class FolderPoller:
                 if self.stop.is_set():
                     break
                 messages = await session.fetch(chunk, headers_only=headers_only)
-                await queue.put([(m, self.parser.submit(m.raw)) for m in messages])
+                futures = self.parser.submit_many([m.raw for m in messages])
+                await queue.put(list(zip(messages, futures, strict=True)))
         except asyncio.CancelledError:
             raise  # the consumer is gone: nobody waits for the end marker
         except Exception:

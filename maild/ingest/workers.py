@@ -6,17 +6,36 @@ import asyncio
 import logging
 import multiprocessing
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from maild.core.letter import ParsedLetter
 from maild.errors import ParseError
-from maild.ingest.parse import parse_letter
+from maild.ingest.parse import parse_letter, parse_many
 
 
 def _quiet_worker() -> None:
     """Silence mail-parser's own warnings in workers: every defect is recorded on the letter instead."""
     logging.getLogger("mailparser").setLevel(logging.CRITICAL)
+
+
+GROUP_LETTERS = 16
+GROUP_BYTES = 1024 * 1024
+
+
+def _groups(raws: Sequence[bytes]) -> list[tuple[int, int]]:
+    """Cut letters into runs of at most 16 letters and 1 MiB, so small letters share a round trip."""
+    groups: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for index, raw in enumerate(raws):
+        if index > start and (index - start >= GROUP_LETTERS or size + len(raw) > GROUP_BYTES):
+            groups.append((start, index))
+            start, size = index, 0
+        size += len(raw)
+    if start < len(raws):
+        groups.append((start, len(raws)))
+    return groups
 
 
 def default_workers() -> int:
@@ -31,6 +50,7 @@ class ParserPool:
         self.workers = workers or default_workers()
         self._executor: ProcessPoolExecutor | None = None
         self._isolation = asyncio.Lock()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     def _pool(self) -> ProcessPoolExecutor:
         """Start the workers on first use; spawn, because forking a process with threads is unsafe."""
@@ -43,18 +63,67 @@ class ParserPool:
         return self._executor
 
     def submit(self, raw: bytes) -> asyncio.Future[ParsedLetter]:
-        """Start parsing now and give a future, so fetching overlaps with parsing."""
-        loop = asyncio.get_running_loop()
-        return asyncio.ensure_future(self._parse(loop, raw))
+        """Start parsing one letter now and give a future."""
+        return self.submit_many([raw])[0]
 
-    async def _parse(self, loop: asyncio.AbstractEventLoop, raw: bytes) -> ParsedLetter:
+    def submit_many(self, raws: Sequence[bytes]) -> list[asyncio.Future[ParsedLetter]]:
+        """Start parsing letters now, a few per worker call, and give one future per letter in order."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[ParsedLetter]] = [loop.create_future() for _ in raws]
+        for start, end in _groups(raws):
+            task = asyncio.ensure_future(
+                self._run_group(loop, list(raws[start:end]), futures[start:end])
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return futures
+
+    async def _run_group(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        raws: list[bytes],
+        futures: list[asyncio.Future[ParsedLetter]],
+    ) -> None:
+        """Parse a group in one worker call and settle each letter's future."""
+        executor = self._pool()
         try:
-            return await loop.run_in_executor(self._pool(), parse_letter, raw)
+            results = await loop.run_in_executor(executor, parse_many, raws)
         except BrokenProcessPool:
-            self._reset()
-        # A dead worker fails every letter in flight; only the guilty one should stay failed.
-        async with self._isolation:
-            return await self._parse_isolated(loop, raw)
+            if self._executor is executor:  # not a pool another group already replaced
+                self._reset()
+            await self._settle_isolated(loop, raws, futures)
+            return
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        for future, result in zip(futures, results, strict=True):
+            if future.done():
+                continue  # the consumer stopped waiting
+            if isinstance(result, str):
+                future.set_exception(ParseError(result))
+            else:
+                future.set_result(result)
+
+    async def _settle_isolated(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        raws: list[bytes],
+        futures: list[asyncio.Future[ParsedLetter]],
+    ) -> None:
+        """After a worker died, parse each letter of its group alone, so only the guilty one fails."""
+        for raw, future in zip(raws, futures, strict=True):
+            if future.done():
+                continue
+            try:
+                async with self._isolation:
+                    parsed = await self._parse_isolated(loop, raw)
+            except ParseError as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            if not future.done():
+                future.set_result(parsed)
 
     async def _parse_isolated(self, loop: asyncio.AbstractEventLoop, raw: bytes) -> ParsedLetter:
         """Parse in a process of its own, so a letter that kills its parser is pinned down exactly."""

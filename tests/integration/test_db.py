@@ -40,25 +40,36 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 def config_for(accounts: int = 1, folders: int = 1) -> Config:
-    return Config.model_validate({
-        "accounts": [
-            {
-                "name": f"acc{a}",
-                "address": f"acc{a}@corp.example",
-                "imap": {"host": "127.0.0.1", "security": "none", "username": f"acc{a}",
-                         "password_env": "UNUSED"},
-                "folders": {"watch": [f"F{f}" for f in range(folders)]},
-            }
-            for a in range(accounts)
-        ]
-    })
+    return Config.model_validate(
+        {
+            "accounts": [
+                {
+                    "name": f"acc{a}",
+                    "address": f"acc{a}@corp.example",
+                    "imap": {
+                        "host": "127.0.0.1",
+                        "security": "none",
+                        "username": f"acc{a}",
+                        "password_env": "UNUSED",
+                    },
+                    "folders": {"watch": [f"F{f}" for f in range(folders)]},
+                }
+                for a in range(accounts)
+            ]
+        }
+    )
 
 
-async def store_for(sessions: async_sessionmaker[AsyncSession], config: Config,
-                    account: str = "acc0", folder: str = "F0") -> FolderStore:
+async def store_for(
+    sessions: async_sessionmaker[AsyncSession],
+    config: Config,
+    account: str = "acc0",
+    folder: str = "F0",
+) -> FolderStore:
     ids = await prepare_folders(sessions, config)
-    store = FolderStore(sessions=sessions, account=account, folder=folder,
-                        folder_id=ids[(account, folder)])
+    store = FolderStore(
+        sessions=sessions, account=account, folder=folder, folder_id=ids[(account, folder)]
+    )
     await store.set_uidvalidity(100, changed=False)
     return store
 

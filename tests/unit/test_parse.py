@@ -25,7 +25,8 @@ def test_addresses_keep_display_names() -> None:
     assert parsed.sender is not None
     assert (parsed.sender.name, parsed.sender.address) == ("Анна Петрова", "anna@client.example")
     assert [(a.name, a.address) for a in parsed.to] == [
-        ("Anna Petrova", "sales@corp.example"), ("", "b@y.example")
+        ("Anna Petrova", "sales@corp.example"),
+        ("", "b@y.example"),
     ]
     assert parsed.cc[0].address == "c@z.example"
     assert parsed.message_id == "<m1@client.example>"
@@ -36,8 +37,13 @@ def test_addresses_keep_display_names() -> None:
 
 def test_attachments_listed_with_sizes() -> None:
     """Attachments are listed by name, type, decoded size and hash."""
-    raw = letter(sender=("A", "a@x.example"), to="s@corp.example", subject="s", body="b",
-                 attachments=[("q.pdf", "application/pdf", b"%PDF" + bytes(1000))])
+    raw = letter(
+        sender=("A", "a@x.example"),
+        to="s@corp.example",
+        subject="s",
+        body="b",
+        attachments=[("q.pdf", "application/pdf", b"%PDF" + bytes(1000))],
+    )
     parsed = parse_letter(raw)
     [item] = parsed.attachments
     assert (item.filename, item.content_type, item.size) == ("q.pdf", "application/pdf", 1004)

@@ -102,7 +102,9 @@ def test_missing_secret_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("T_SALES_PW", raising=False)
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, MINIMAL))
-    assert re.search(r"accounts\[0\]\.imap\.password_env: environment variable T_SALES_PW", str(info.value))
+    assert re.search(
+        r"accounts\[0\]\.imap\.password_env: environment variable T_SALES_PW", str(info.value)
+    )
 
 
 def test_broken_toml_names_the_file(tmp_path: Path) -> None:

@@ -1,0 +1,175 @@
+"""The built-in rule actions: each compiles its config value once into effects (data, never I/O)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from maild.core.decision import (
+    FORWARD_MODES,
+    AccountInfo,
+    AddFlag,
+    Copy,
+    Effect,
+    Forward,
+    ForwardMode,
+    LetterFacts,
+    Move,
+    RemoveFlag,
+    SetResponsible,
+)
+from maild.rules.registry import ACTIONS, BuildContext, CompiledAction, render
+
+SYSTEM_FLAGS = {"seen": "\\Seen", "flagged": "\\Flagged"}
+_KEYWORD = re.compile(r"^\$?[A-Za-z0-9_.\-]{1,64}$")
+_LOGIN = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
+_FORBIDDEN_IN_ADDRESS = re.compile(r"[\s,;<>\"()\[\]\\\x00-\x1f\x7f]")
+
+
+def check_address(value: str) -> str | None:
+    """Check a forward address strictly; give the reason it is refused, or None when it is fine.
+
+    One ``@``, no spaces, line breaks, commas or angle brackets, a non-empty local part and a
+    domain with a dot that neither starts nor ends with one.
+    """
+    if value.count("@") != 1:
+        return "must contain exactly one @"
+    if _FORBIDDEN_IN_ADDRESS.search(value):
+        return "must not contain spaces, line breaks, commas, quotes or angle brackets"
+    local, _, domain = value.partition("@")
+    if not local:
+        return "the part before @ is empty"
+    if "." not in domain or domain.startswith(".") or domain.endswith(".") or ".." in domain:
+        return "the domain after @ must contain a dot, e.g. example.com"
+    return None
+
+
+def _constant(name: str, *effects: Effect, stops: bool = False) -> CompiledAction:
+    def run(facts: LetterFacts, account: AccountInfo | None) -> tuple[Effect, ...]:
+        return effects
+
+    return CompiledAction(name=name, run=run, stops=stops)
+
+
+def _folder(value: Any, path: str, ctx: BuildContext) -> str | None:
+    if not isinstance(value, str) or not value.strip() or any(ch in value for ch in "\r\n\x00"):
+        ctx.problem(path, f"must be a folder name, not {render(value)}")
+        return None
+    return value.strip()
+
+
+@ACTIONS.register(
+    "forward",
+    summary='Forward the letter: { to = "ADDRESS", mode = "attach" | "resend" | "redirect" }.',
+)
+def forward_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction | None:
+    """Compile ``forward = { to = "...", mode = "attach" }``."""
+    if not isinstance(value, dict):
+        ctx.problem(
+            path, f'must be a table such as {{ to = "x@example.com" }}, not {render(value)}'
+        )
+        return None
+    ok = True
+    for key in value:
+        if key not in ("to", "mode"):
+            ctx.problem(f"{path}.{key}", 'unknown key for "forward" (it takes: to, mode)')
+            ok = False
+    to = value.get("to")
+    if to is None:
+        ctx.problem(f"{path}.to", "is required: the address to forward to")
+        ok = False
+    elif not isinstance(to, str):
+        ctx.problem(f"{path}.to", f"must be an address, not {render(to)}")
+        ok = False
+    else:
+        to = to.strip()
+        reason = check_address(to)
+        if reason is not None:
+            ctx.problem(f"{path}.to", f"invalid forward address {render(to)}: {reason}")
+            ok = False
+    mode = value.get("mode", "attach")
+    if mode not in FORWARD_MODES:
+        options = ", ".join(f'"{item}"' for item in FORWARD_MODES)
+        ctx.problem(f"{path}.mode", f"must be one of {options}, not {render(mode)}")
+        ok = False
+    if not ok:
+        return None
+    assert isinstance(to, str)
+    local, _, domain = to.partition("@")
+    checked_mode: ForwardMode = mode
+    return _constant("forward", Forward(to=f"{local}@{domain.lower()}", mode=checked_mode))
+
+
+@ACTIONS.register(
+    "move",
+    summary="Move the letter to a folder; the account's deleted folder marks it deleted.",
+)
+def move_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction | None:
+    """Compile ``move = "FOLDER"``; the effect depends on the account's deleted folder."""
+    folder = _folder(value, path, ctx)
+    if folder is None:
+        return None
+    deleted = Move(folder=folder, marks_deleted=True)
+    kept = Move(folder=folder, marks_deleted=False)
+
+    def run(facts: LetterFacts, account: AccountInfo | None) -> tuple[Effect, ...]:
+        return (deleted,) if account is not None and account.deleted == folder else (kept,)
+
+    return CompiledAction(name="move", run=run)
+
+
+@ACTIONS.register("copy", summary="Copy the letter to a folder.")
+def copy_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction | None:
+    """Compile ``copy = "FOLDER"``."""
+    folder = _folder(value, path, ctx)
+    return None if folder is None else _constant("copy", Copy(folder=folder))
+
+
+def _flag(value: Any, path: str, ctx: BuildContext) -> str | None:
+    if isinstance(value, str):
+        name = value.strip()
+        if name.lower() in SYSTEM_FLAGS:
+            return SYSTEM_FLAGS[name.lower()]
+        if name.lower() in ("deleted", "\\deleted"):
+            ctx.problem(path, "to delete a letter, move it to the account's deleted folder")
+            return None
+        if _KEYWORD.match(name):
+            return name
+    ctx.problem(
+        path,
+        f'must be "seen", "flagged" or a keyword of letters, digits, _ . - '
+        f"(optionally starting with $), not {render(value)}",
+    )
+    return None
+
+
+@ACTIONS.register("add_flag", summary='Set a flag: "seen", "flagged" or a keyword.')
+def add_flag_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction | None:
+    """Compile ``add_flag = "seen"``."""
+    flag = _flag(value, path, ctx)
+    return None if flag is None else _constant("add_flag", AddFlag(flag=flag))
+
+
+@ACTIONS.register("remove_flag", summary='Clear a flag: "seen", "flagged" or a keyword.')
+def remove_flag_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction | None:
+    """Compile ``remove_flag = "seen"``."""
+    flag = _flag(value, path, ctx)
+    return None if flag is None else _constant("remove_flag", RemoveFlag(flag=flag))
+
+
+@ACTIONS.register("set_responsible", summary="Make a CRM user (by login) responsible.")
+def set_responsible_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction | None:
+    """Compile ``set_responsible = "LOGIN"``."""
+    if not isinstance(value, str) or not _LOGIN.match(value.strip()):
+        ctx.problem(path, f"must be a user login without spaces, not {render(value)}")
+        return None
+    return _constant("set_responsible", SetResponsible(login=value.strip()))
+
+
+@ACTIONS.register("stop", summary="Stop: later rules are not tried.")
+def stop_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction | None:
+    """Compile ``stop = true``."""
+    if value is not True:
+        ctx.problem(path, f"must be true (remove it to go on to later rules), not {render(value)}")
+        return None
+    return _constant("stop", stops=True)
