@@ -208,3 +208,22 @@ async def test_concurrent_folders_lose_nothing(
         cursors = (await session.execute(select(Folder.last_uid))).scalars().all()
     assert total == per_folder * len(stores)
     assert cursors == [per_folder] * len(stores)
+
+
+async def test_raw_is_lz4_on_postgresql(engine: AsyncEngine) -> None:
+    """On PostgreSQL with lz4, letters.raw is compressed with lz4, the cheap codec, not pglz."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL storage setting")
+    async with engine.connect() as conn:
+        has_lz4 = (
+            await conn.exec_driver_sql(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+            )
+        ).scalar()
+        codec = (
+            await conn.exec_driver_sql(
+                "SELECT attcompression FROM pg_attribute "
+                "WHERE attrelid = 'letters'::regclass AND attname = 'raw'"
+            )
+        ).scalar()
+    assert codec in ((b"l", "l") if has_lz4 else (b"", "", None))
