@@ -583,25 +583,6 @@ def warm_up(server: Any) -> int:
     return total
 
 
-async def pg_admin(url: str, sql: str) -> None:
-    """Run one statement on the PostgreSQL server's maintenance connection."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    conn = await asyncpg.connect(
-        host=parsed.host,
-        port=parsed.port or 5432,
-        user=parsed.username,
-        password=parsed.password,
-        database=parsed.database,
-    )
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 # --------------------------------------------------------------------------------------------
 # Running and reporting the measured phases
 # --------------------------------------------------------------------------------------------
@@ -901,6 +882,8 @@ def main() -> int:
 
     if args.letters < 1 or args.repeat < 1:
         parser.error("--letters and --repeat must be at least 1")
+    from maild.testing.postgres import pg_admin  # not at import time: see the note at the top
+
     if not args.skip_postgres:  # fail before the minutes of seeding, not after
         try:
             asyncio.run(pg_admin(args.postgres_url, "SELECT 1"))

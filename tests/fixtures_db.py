@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from maild.testing.postgres import pg_admin
+
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
@@ -24,24 +26,6 @@ def _pg_base_url() -> str | None:
     return None
 
 
-async def _admin(url: str, sql: str) -> None:
-    """Run one statement on the server's maintenance connection."""
-    import asyncpg
-
-    parsed = make_url(url)
-    conn = await asyncpg.connect(
-        host=parsed.host,
-        port=parsed.port or 5432,
-        user=parsed.username,
-        password=parsed.password,
-        database=parsed.database,
-    )
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """Give the URL of a fresh, empty PostgreSQL database, dropped afterwards."""
@@ -50,13 +34,13 @@ def pg_url() -> Iterator[str]:
         pytest.skip("MAILD_TEST_POSTGRES_URL not set")
     name = f"maild_t_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
+        asyncio.run(pg_admin(base, f'CREATE DATABASE "{name}"'))
     except OSError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL at {base} is not reachable: {exc}")
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(pg_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
