@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from maild.core.letter import FetchedMessage
-from maild.db import migrate
+from maild.db import migrate, repo
 from maild.db.engine import create_engine, session_factory
 from maild.db.tables import Attachment, Base, Folder, Letter
 from maild.errors import ParseError, SchemaOutOfDate
@@ -227,3 +227,27 @@ async def test_raw_is_lz4_on_postgresql(engine: AsyncEngine) -> None:
             )
         ).scalar()
     assert codec in ((b"l", "l") if has_lz4 else (b"", "", None))
+
+
+async def test_refused_row_is_kept_raw_and_others_stored(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the database refuses one parsed letter of a group, the others store and it is kept raw."""
+    store = await store_for(sessions, config_for())
+    real_insert = repo.insert_letters
+    poisoned = SAMPLES[2]
+
+    async def refuse_one(session: AsyncSession, folder: Any, items: Any, **kw: Any) -> Any:
+        if any(i.parsed is not None and i.message.raw == poisoned for i in items):
+            raise ValueError("row refused")
+        return await real_insert(session, folder, items, **kw)
+
+    monkeypatch.setattr(repo, "insert_letters", refuse_one)
+    items = [(fetched(uid, raw), parse_letter(raw), None) for uid, raw in enumerate(SAMPLES[:4], 1)]
+    assert await store.store_many(items) == ["stored", "stored", "failed", "stored"]
+    async with sessions() as session:
+        failed = (
+            await session.execute(select(Letter).where(Letter.status == "failed"))
+        ).scalar_one()
+    assert failed.raw == poisoned and "row refused" in (failed.error or "")
+    assert (await store.cursor()).last_uid == 4
