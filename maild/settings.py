@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -20,6 +21,7 @@ from pydantic import (
 )
 
 from maild.errors import ConfigError
+from maild.rules.engine import RuleSet
 from maild.rules.loader import AccountInfo, compile_rules
 from maild.rules.models import RuleConfig
 
@@ -185,6 +187,21 @@ class Config(_Model):
     smtp: SmtpConfig | None = None
     accounts: list[AccountConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
+    _ruleset: RuleSet | None = PrivateAttr(default=None)
+
+    @property
+    def ruleset(self) -> RuleSet:
+        """Give the compiled rules, compiling them on first use when the config came from a dict."""
+        if self._ruleset is None:
+            self._ruleset = compile_rules(
+                self.rules,
+                {
+                    a.name: AccountInfo(tuple(a.folders.watch), a.folders.deleted)
+                    for a in self.accounts
+                },
+                source="<config>",
+            )
+        return self._ruleset
 
     @field_validator("accounts")
     @classmethod
@@ -241,10 +258,15 @@ def load_config(path: Path, *, check_secrets: bool = True) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_problems(path, exc, data)) from exc
-    compile_rules(  # raises ConfigError with one FILE: rules[i] ("name").path: message line each
-        config.rules,
-        {a.name: AccountInfo(tuple(a.folders.watch), a.folders.deleted) for a in config.accounts},
-        source=str(path),
+    config._ruleset = (
+        compile_rules(  # raises ConfigError: one FILE: rules[i] ("name").path: line each
+            config.rules,
+            {
+                a.name: AccountInfo(tuple(a.folders.watch), a.folders.deleted)
+                for a in config.accounts
+            },
+            source=str(path),
+        )
     )
     if check_secrets:
         secret_problems = _secret_problems(path, config)
