@@ -47,7 +47,16 @@ class ImapAuthError(ImapError):
 
 
 class ImapCommandError(ImapError):
-    """The server answered NO or BAD to a command."""
+    """The server answered NO or BAD to a command; ``code`` is its response code, if it gave one."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def trycreate(self) -> bool:
+        """Tell whether the target folder is missing, so creating it and retrying may work."""
+        return self.code == "TRYCREATE"
 
 
 class ParseError(MaildError):

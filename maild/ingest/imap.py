@@ -1,7 +1,11 @@
-"""The only aioimaplib importer: a small, safe IMAP client surface for the poller.
+"""The only aioimaplib importer: a small, safe IMAP client surface for the poller and the rules.
 
-The poller codes against :func:`connect`, :class:`ImapEndpoint`, :class:`FolderStatus` and
-:class:`ImapSession`; nothing else here is part of the contract.
+The poller and the rules dispatcher code against :func:`connect`, :class:`ImapEndpoint`,
+:class:`FolderStatus` and :class:`ImapSession`; nothing else here is part of the contract.
+The session reads (``select``, ``uids_after``, ``sizes``, ``fetch``, ``idle_wait``) and
+writes (``move``, ``copy``, ``add_flags``, ``remove_flags``, ``create_folder``,
+``folder_exists``, ``append``, ``search_message_id``); the I/O-free half of the writes (flag
+checks, COPYUID/APPENDUID, LIST answers) is in :mod:`maild.ingest.imap_write`.
 
 What this adapter guarantees, and why:
 
@@ -12,10 +16,11 @@ What this adapter guarantees, and why:
   every later call raises at once, because aioimaplib wedges once a command was cancelled.
 * Every command runs under a timeout and is also woken by a lost connection (aioimaplib never
   fails pending commands itself); a FETCH only times out after ``timeout`` seconds *without
-  data*, so a big letter on a slow link is not cut off.
-* UID sets are chunked (at most 500 UIDs for metadata, 150 for bodies per command) and only
-  ``UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[...]`` is requested: no ENVELOPE or
-  BODYSTRUCTURE (whose quoted parentheses break aioimaplib's framing) and never ``\\Seen``.
+  data*, so a big letter on a slow link is not cut off, and an APPEND gets one more second
+  per 50 kB of letter, since nothing comes back while it uploads.
+* UID sets are chunked (at most 500 UIDs for metadata and writes, 150 for bodies per command)
+  and only ``UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[...]`` is requested: no ENVELOPE
+  or BODYSTRUCTURE (whose quoted parentheses break aioimaplib's framing) and never ``\\Seen``.
   The FETCH attributes are parsed here (:func:`parse_fetch_response`).
 * Mailbox names are encoded as modified UTF-7 and quoted; the username is quoted too.
 * aioimaplib 2.0.3 (pinned exactly) is patched by subclassing, not monkeypatching: its
@@ -25,6 +30,11 @@ What this adapter guarantees, and why:
   :class:`_Protocol` and :class:`_FetchCommand` replace those three with linear versions.
 * Untagged ``EXISTS``/``EXPUNGE`` that aioimaplib drops while no IDLE is running are counted,
   so :meth:`ImapSession.idle_wait` can report them instead of sleeping through new mail.
+* Writes never touch letters maild did not name: a move without MOVE is COPY, ``\\Deleted``
+  and ``UID EXPUNGE`` of those UIDs only (UIDPLUS), never a plain EXPUNGE; flags and keywords
+  are checked against the IMAP grammar first, so config or letter content cannot inject
+  syntax. A NO carries its response code (``ImapCommandError.code``), so a caller can tell a
+  missing target folder (``trycreate``) from other refusals.
 """
 
 from __future__ import annotations
@@ -45,10 +55,20 @@ from aioimaplib import aioimaplib as _aio
 
 from maild.core.letter import FetchedMessage
 from maild.errors import ImapAuthError, ImapCommandError, ImapConnectionError
+from maild.ingest.imap_write import (
+    appenduid,
+    copyuid_map,
+    flag_list,
+    list_names,
+    message_id_value,
+    response_code,
+)
+from maild.logging import get_logger
 
 __all__ = [
     "BODY_CHUNK",
     "SIZE_CHUNK",
+    "WRITE_CHUNK",
     "FetchItem",
     "FolderStatus",
     "ImapEndpoint",
@@ -70,7 +90,13 @@ SIZE_CHUNK = 500
 #: At most this many UIDs per body FETCH, bounding memory and the time one command may take.
 BODY_CHUNK = 150
 
+#: At most this many UIDs per MOVE, COPY, STORE or UID EXPUNGE.
+WRITE_CHUNK = 500
+
+log = get_logger(__name__)
 _LIBRARY_LOGGER = logging.getLogger("aioimaplib.aioimaplib")
+# APPEND sends and gets nothing back while the literal uploads: allow this rate on top
+_APPEND_BYTES_PER_SECOND = 50_000
 _LOGOUT_TIMEOUT = 5.0
 _BODY_ITEMS = "(UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[])"
 _HEADER_ITEMS = "(UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER])"
@@ -677,6 +703,14 @@ def _text(response: Any) -> str:
     return bytes(lines[-1][:300]).decode("utf-8", errors="replace")
 
 
+def _code(response: Any) -> str | None:
+    """Give the response code of a response's completion, e.g. ``TRYCREATE``."""
+    lines = response.lines
+    if not lines or not isinstance(lines[-1], bytes):
+        return None
+    return response_code(lines[-1])
+
+
 def _untagged(response: Any) -> list[bytes]:
     """Give a response's untagged lines: all but the last, which is the completion text."""
     return [line for line in response.lines[:-1] if isinstance(line, bytes)]
@@ -691,6 +725,8 @@ def _swallow_result(task: asyncio.Future[Any]) -> None:
 class ImapSession:
     """One logged-in IMAP connection; used by one task at a time, dropped after a connection error."""
 
+    #: What the server announced after login, upper case. A caller may narrow it (e.g. drop
+    #: ``MOVE`` for a server whose MOVE misbehaves) and the session follows.
     capabilities: frozenset[str]
 
     def __init__(self, client: Any, endpoint: ImapEndpoint) -> None:
@@ -718,6 +754,16 @@ class ImapSession:
     def has_idle(self) -> bool:
         """Tell the poller whether it can wait with IDLE instead of polling."""
         return "IDLE" in self.capabilities
+
+    @property
+    def has_move(self) -> bool:
+        """Tell whether :meth:`move` can use UID MOVE (RFC 6851) rather than COPY and EXPUNGE."""
+        return "MOVE" in self.capabilities
+
+    @property
+    def has_uidplus(self) -> bool:
+        """Tell whether UID EXPUNGE (RFC 4315) can expunge exactly the letters maild moved."""
+        return "UIDPLUS" in self.capabilities
 
     @property
     def broken(self) -> bool:
@@ -819,13 +865,19 @@ class ImapSession:
             raise ImapCommandError(f"IMAP {self._where}: {what}: {exc}") from exc
 
     async def _command(
-        self, what: str, awaitable: Awaitable[Any], *, while_data_flows: bool = False
+        self,
+        what: str,
+        awaitable: Awaitable[Any],
+        *,
+        limit: float | None = None,
+        while_data_flows: bool = False,
     ) -> Any:
         """Run one command and raise :class:`ImapCommandError` unless it answered OK."""
-        response = await self._call(what, awaitable, while_data_flows=while_data_flows)
+        response = await self._call(what, awaitable, limit=limit, while_data_flows=while_data_flows)
         if response.result != "OK":
             raise ImapCommandError(
-                f"IMAP {self._where}: {what} answered {response.result}: {_text(response)}"
+                f"IMAP {self._where}: {what} answered {response.result}: {_text(response)}",
+                code=_code(response),
             )
         return response
 
@@ -1011,6 +1063,162 @@ class ImapSession:
             if self._proto.mailbox_changes != self._seen_changes:
                 return
             # anything else ("* OK Still here") is a keep-alive: keep waiting
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def move(self, uids: Sequence[int], target: str) -> dict[int, int]:
+        """Move letters from the selected folder with their flags; give old -> new UIDs if told."""
+        mapping: dict[int, int] = {}
+        async with self._lock:
+            self._ensure_selected()
+            for chunk in uid_chunks(uids, WRITE_CHUNK):
+                if self.has_move:
+                    response = await self._command(
+                        f"UID MOVE to {target!r}",
+                        self._proto.move(uid_set(chunk), _mailbox_argument(target), by_uid=True),
+                    )
+                    mapping.update(copyuid_map(response.lines, len(chunk)))
+                else:
+                    mapping.update(await self._copy_and_expunge(chunk, target))
+        return mapping
+
+    async def _copy_and_expunge(self, chunk: list[int], target: str) -> dict[int, int]:
+        """Move without MOVE: COPY, mark ``\\Deleted``, then UID EXPUNGE just these letters."""
+        # a plain EXPUNGE would also remove what other clients marked \Deleted, so without
+        # UIDPLUS the originals stay marked and a warning says so
+        mapping = await self._copy(chunk, target)
+        await self._store(chunk, "+FLAGS.SILENT", "(\\Deleted)")
+        if self.has_uidplus:
+            await self._command("UID EXPUNGE", self._proto.expunge(uid_set(chunk), by_uid=True))
+        else:
+            log.warning(
+                "imap_move_left_deleted",
+                server=self._where,
+                folder=self._selected,
+                target=target,
+                count=len(chunk),
+                reason="server has neither MOVE nor UIDPLUS",
+            )
+        return mapping
+
+    async def copy(self, uids: Sequence[int], target: str) -> dict[int, int]:
+        """Copy letters from the selected folder with their flags; give old -> new UIDs if told."""
+        mapping: dict[int, int] = {}
+        async with self._lock:
+            self._ensure_selected()
+            for chunk in uid_chunks(uids, WRITE_CHUNK):
+                mapping.update(await self._copy(chunk, target))
+        return mapping
+
+    async def _copy(self, chunk: list[int], target: str) -> dict[int, int]:
+        """Run one UID COPY and read its COPYUID (Dovecot puts it in the tagged OK)."""
+        response = await self._command(
+            f"UID COPY to {target!r}",
+            self._proto.copy(uid_set(chunk), _mailbox_argument(target), by_uid=True),
+        )
+        return copyuid_map(response.lines, len(chunk))
+
+    async def add_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
+        """Set system flags or keywords on letters of the selected folder; others stay as they are."""
+        await self._store_all(uids, "+FLAGS.SILENT", flags)
+
+    async def remove_flags(self, uids: Sequence[int], flags: Sequence[str]) -> None:
+        """Clear system flags or keywords on letters of the selected folder."""
+        await self._store_all(uids, "-FLAGS.SILENT", flags)
+
+    async def _store_all(self, uids: Sequence[int], action: str, flags: Sequence[str]) -> None:
+        """Check the flags first (ValueError), then STORE them chunk by chunk."""
+        wanted = flag_list(flags)
+        async with self._lock:
+            self._ensure_selected()
+            if wanted == "()":
+                return
+            for chunk in uid_chunks(uids, WRITE_CHUNK):
+                await self._store(chunk, action, wanted)
+
+    async def _store(self, chunk: list[int], action: str, wanted: str) -> None:
+        """Run one silent UID STORE, so the server sends no FETCH per letter back."""
+        await self._command(
+            f"UID STORE {action} {wanted}",
+            self._proto.store(uid_set(chunk), action, wanted, by_uid=True),
+        )
+
+    async def folder_exists(self, name: str) -> bool:
+        """Tell whether a folder exists and can hold letters (LIST with the exact name)."""
+        async with self._lock:
+            self._ensure_usable()
+            return await self._folder_exists(name)
+
+    async def _folder_exists(self, name: str) -> bool:
+        """Compare the names LIST gives for the name, since ``%`` and ``*`` in it are wildcards."""
+        response = await self._command(
+            f"LIST {name!r}",
+            self._proto.simple_command("LIST", '""', _mailbox_argument(name)),
+        )
+        inbox = name.upper() == "INBOX"
+        for listed in list_names(response.lines[:-1]):
+            try:
+                decoded = decode_mailbox_name(listed)
+            except ValueError:
+                continue
+            if decoded == name or (inbox and decoded.upper() == "INBOX"):
+                return True
+        return False
+
+    async def create_folder(self, name: str) -> None:
+        """Create a folder, and succeed if it is already there, so a move can create its target."""
+        async with self._lock:
+            self._ensure_usable()
+            try:
+                await self._command(
+                    f"CREATE {name!r}",
+                    self._proto.simple_command("CREATE", _mailbox_argument(name)),
+                )
+            except ImapCommandError as exc:
+                # servers without ALREADYEXISTS (RFC 5530) just say NO: ask LIST
+                if exc.code != "ALREADYEXISTS" and not await self._folder_exists(name):
+                    raise
+
+    async def append(
+        self,
+        folder: str,
+        raw: bytes,
+        flags: Sequence[str] = (),
+        when: datetime | None = None,
+    ) -> int | None:
+        """Store a letter in a folder (e.g. a sent one in Sent); give its UID if APPENDUID tells."""
+        wanted = flag_list(flags)
+        if when is not None and when.utcoffset() is None:
+            raise ValueError("the APPEND date must be timezone-aware")
+        async with self._lock:
+            self._ensure_usable()
+            response = await self._command(
+                f"APPEND to {folder!r}",
+                self._proto.append(
+                    raw,
+                    _mailbox_argument(folder),
+                    flags=wanted if wanted != "()" else None,
+                    date=when,
+                ),
+                limit=self._timeout + len(raw) / _APPEND_BYTES_PER_SECOND,
+            )
+            return appenduid(response.lines[-1]) if response.lines else None
+
+    async def search_message_id(self, message_id: str) -> list[int]:
+        """Find letters of the selected folder by Message-ID, e.g. after UIDVALIDITY changed."""
+        value = message_id_value(message_id)
+        async with self._lock:
+            self._ensure_selected()
+            response = await self._command(
+                "UID SEARCH HEADER Message-ID",
+                self._proto.search(
+                    "HEADER", "Message-ID", quote_string(value), charset=None, by_uid=True
+                ),
+            )
+            found: set[int] = set()
+            for line in _untagged(response):
+                found.update(int(word) for word in line.split() if word.isdigit())
+            return sorted(found)
 
     async def close(self) -> None:
         """Log out if the connection is idle and healthy, then drop the socket; never raises."""
