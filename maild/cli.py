@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import IO, NoReturn
 
 import click
 
 from maild import __version__
 from maild import logging as maild_logging
-from maild.errors import ConfigError, MaildError
+from maild.errors import ConfigError, MaildError, ParseError
 from maild.settings import Config, load_config
 
 CONFIG_OPTION = click.option(
@@ -34,7 +37,7 @@ def _load(path: Path, *, check_secrets: bool = True) -> Config:
         sys.exit(2)
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(exc: BaseException | str) -> NoReturn:
     """Print a maild error the admin can act on, and exit 1."""
     click.echo(f"maild: error: {exc}", err=True)
     sys.exit(1)
@@ -128,6 +131,134 @@ def letters_retry_failed(config_path: Path, limit: int | None) -> None:
         click.echo(f"  letter {letter_id}: {reason}")
     if report.still_failing:
         sys.exit(1)
+
+
+def _usage(message: str) -> NoReturn:
+    """Print a wrong command-line value with what would be right, and exit 2."""
+    click.echo(f"maild: error: {message}", err=True)
+    sys.exit(2)
+
+
+def _when(*, end: bool) -> Callable[[click.Context, click.Parameter, str | None], datetime | None]:
+    """Build an option callback reading an ISO date or datetime as UTC when it names no zone."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+        from maild.dryrun.trial import parse_when
+
+        if value is None:
+            return None
+        try:
+            return parse_when(value, end=end)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from exc
+
+    return convert
+
+
+@main.group()
+def rules() -> None:
+    """Try the sorting rules on letters, acting on nothing."""
+
+
+@rules.command("test")
+@CONFIG_OPTION
+@click.option("--account", default=None, help="The account to try it in (default: the first).")
+@click.option("--folder", default=None, help="The folder to try it in (default: INBOX).")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as one JSON document.")
+@click.argument("letter", metavar="LETTER.eml", type=click.File("rb"))
+def rules_test(
+    config_path: Path, account: str | None, folder: str | None, as_json: bool, letter: IO[bytes]
+) -> None:
+    """Try the rules on one letter file (- for stdin) and show every rule, hit or miss.
+
+    The letter is parsed and evaluated exactly as the daemon would in that account and folder;
+    no mailbox or database is touched and no secret is read.
+    """
+    from maild.dryrun import report
+    from maild.dryrun.trial import UnknownPlace, choose_place, try_letter
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        account, folder = choose_place(config, account, folder)
+    except UnknownPlace as exc:
+        _usage(str(exc))
+    raw = letter.read()
+    try:
+        trial = try_letter(config.ruleset, raw, account=account, folder=folder)
+    except ParseError as exc:
+        name = getattr(letter, "name", None)
+        _fail(f"{name if isinstance(name, str) else '<stdin>'}: {exc}")
+    if as_json:
+        click.echo(report.to_json(report.trial_json(trial)))
+        return
+    for line in report.trial_lines(trial, [rule.name for rule in config.ruleset.rules]):
+        click.echo(line)
+
+
+@rules.command("replay")
+@CONFIG_OPTION
+@click.option(
+    "--since",
+    required=True,
+    metavar="DATE",
+    callback=_when(end=False),
+    help="From this date or time.",
+)
+@click.option(
+    "--until",
+    metavar="DATE",
+    callback=_when(end=True),
+    default=None,
+    help="Before this time; a date includes its whole day.",
+)
+@click.option("--account", default=None, help="Only letters of this account.")
+@click.option("--folder", default=None, help="Only letters of folders of this name.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="At most this many letters."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines, the summary last.")
+def rules_replay(
+    *,
+    config_path: Path,
+    since: datetime,
+    until: datetime | None,
+    account: str | None,
+    folder: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Try the rules on stored letters and show what each one would get, oldest first.
+
+    The database is only read: each letter is parsed again from its raw bytes and evaluated
+    exactly as the daemon would. A summary follows the letters.
+    """
+    from maild.dryrun import report
+    from maild.dryrun.replay import Replayed, ReplayQuery, replay
+    from maild.dryrun.trial import UnknownPlace, check_filter
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        check_filter(config, account, folder)
+    except UnknownPlace as exc:
+        _usage(str(exc))
+    if until is not None and until <= since:
+        _usage("--until must be later than --since")
+
+    def emit(item: Replayed) -> None:
+        click.echo(
+            report.to_json(report.replayed_json(item)) if as_json else report.replayed_line(item)
+        )
+
+    query = ReplayQuery(since=since, until=until, account=account, folder=folder, limit=limit)
+    try:
+        summary = asyncio.run(replay(config, query, emit))
+    except MaildError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(report.to_json(report.summary_json(summary)))
+        return
+    for line in report.summary_lines(summary):
+        click.echo(line)
 
 
 @main.command()

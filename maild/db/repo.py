@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -269,6 +270,79 @@ async def letter_raw(session: AsyncSession, letter_id: int) -> bytes:
     return bytes(
         (await session.execute(select(Letter.raw).where(Letter.id == letter_id))).scalar_one()
     )
+
+
+@dataclass(frozen=True)
+class StoredLetter:
+    """One stored letter as the rules dry run reads it back: where it is, its status and raw bytes."""
+
+    id: int
+    account: str
+    folder: str
+    status: str
+    size: int
+    raw: bytes
+    received_at: datetime
+
+
+def _received() -> Any:
+    """Give when a letter arrived: the server's INTERNALDATE, else when maild stored it."""
+    return func.coalesce(Letter.received_at, Letter.created_at)
+
+
+async def letter_ids_received(
+    session: AsyncSession,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    account: str | None = None,
+    folder: str | None = None,
+    limit: int | None = None,
+) -> list[tuple[int, int]]:
+    """List (id, size) of letters received in [since, until), oldest first, without their bytes."""
+    received = _received()
+    stmt = select(Letter.id, Letter.size).where(received >= since)
+    if until is not None:
+        stmt = stmt.where(received < until)
+    if account is not None:
+        stmt = stmt.join(Account, Account.id == Letter.account_id).where(Account.name == account)
+    if folder is not None:
+        stmt = stmt.join(Folder, Folder.id == Letter.folder_id).where(Folder.name == folder)
+    stmt = stmt.order_by(received, Letter.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [(int(i), int(size)) for i, size in (await session.execute(stmt)).all()]
+
+
+async def stored_letters(session: AsyncSession, ids: Sequence[int]) -> list[StoredLetter]:
+    """Read letters with their raw bytes and place, in the order of ``ids`` (missing ones skipped)."""
+    stmt = (
+        select(
+            Letter.id,
+            Account.name,
+            Folder.name,
+            Letter.status,
+            Letter.size,
+            Letter.raw,
+            _received(),
+        )
+        .join(Account, Account.id == Letter.account_id)
+        .join(Folder, Folder.id == Letter.folder_id)
+        .where(Letter.id.in_(ids))
+    )
+    found = {
+        int(row[0]): StoredLetter(
+            id=int(row[0]),
+            account=str(row[1]),
+            folder=str(row[2]),
+            status=str(row[3]),
+            size=int(row[4]),
+            raw=bytes(row[5]),
+            received_at=row[6],
+        )
+        for row in (await session.execute(stmt)).all()
+    }
+    return [found[i] for i in ids if i in found]
 
 
 async def mark_parsed(session: AsyncSession, letter_id: int, parsed: ParsedLetter) -> None:
