@@ -68,7 +68,7 @@ RESEND_DROPPED = frozenset(
     }
 )
 
-_SAFE_ADDRESS = re.compile(r"[^@\s<>()\[\]\\,;:\"]+@[^@\s<>()\[\]\\,;:\"]+\.[^@\s<>()\[\]\\,;:\"]+")
+_SAFE_ADDRESS = re.compile(r"[^@\s<>()\[\]\\,;:\"]+@[^@\s<>()\[\]\\,;:\"]+")
 _FWD_PREFIX = re.compile(r"^\s*(?:fwd?|fw)\s*:", re.IGNORECASE)
 _LONGEST_LINE = 998
 _POLICY = email.policy.SMTP
@@ -197,7 +197,7 @@ def forward_redirect(
 
 
 def _checked(address: str) -> str:
-    """Refuse an address that could smuggle a header or an SMTP parameter."""
+    """Refuse an address that could smuggle a header or an SMTP parameter (ASCII only)."""
     if not _SAFE_ADDRESS.fullmatch(address) or not address.isascii() or not address.isprintable():
         raise ValueError(f"not a plain address: {address!r}")
     return address

@@ -305,6 +305,12 @@ def test_unsafe_target_is_refused(compose: object, to: str) -> None:
         compose(ORIGINAL, account=ACCOUNT, to=to)  # type: ignore[operator]
 
 
+def test_local_addresses_are_fine() -> None:
+    """An account or target without a dot in its domain (a local relay) is allowed."""
+    out = forward_redirect(ORIGINAL, account=Identity("sales@localhost"), to="ops@mailhost")
+    assert (out.sender, out.recipients) == ("sales@localhost", ("ops@mailhost",))
+
+
 def test_odd_bytes_do_not_stop_composition() -> None:
     """8-bit headers, bare LF and lone CR compose in every mode; the original survives."""
     attach = forward_attach(ODD, account=ACCOUNT, to=TO, now=NOW)
