@@ -8,7 +8,10 @@ MaildError
 │   ├── ImapConnectionError    connect, TLS, timeout, drop: throw the connection away
 │   ├── ImapAuthError          the server refused the login: an admin must act
 │   └── ImapCommandError       the server answered NO/BAD to a command
-└── ParseError             a letter could not be parsed (kept raw and flagged)
+├── ParseError             a letter could not be parsed (kept raw and flagged)
+└── SmtpError              the relay did not take a letter; carries ``code`` and the reply
+    ├── SmtpTemporaryError     4xx, connect, TLS, timeout, drop, login: try again later
+    └── SmtpPermanentError     5xx to the letter itself: sending it again will not help
 """
 
 from __future__ import annotations
@@ -61,3 +64,20 @@ class ImapCommandError(ImapError):
 
 class ParseError(MaildError):
     """A letter could not be parsed; it is kept raw and flagged."""
+
+
+class SmtpError(MaildError):
+    """The relay did not take a letter; ``code`` is its reply code (None without one)."""
+
+    def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
+        self.code = code
+        self.reply = reply
+        super().__init__(message)
+
+
+class SmtpTemporaryError(SmtpError):
+    """Sending may work later: a 4xx reply, or the relay could not be reached, trusted or used."""
+
+
+class SmtpPermanentError(SmtpError):
+    """The relay refused this letter with a 5xx reply: sending it again unchanged will not help."""

@@ -117,13 +117,34 @@ class DaemonConfig(_Model):
 
 
 class SmtpConfig(Secret):
-    """The relay maild sends through; TLS unless the relay is on this machine."""
+    """The relay maild sends through; TLS unless the relay is on this machine.
+
+    A relay may accept mail without a login (e.g. by IP), so a password source is needed
+    only with a ``username``, and is then required.
+    """
 
     host: Stripped
     port: int = Field(default=587, gt=0, le=65535)
     security: Literal["tls", "starttls", "none"] = "starttls"
     username: Stripped | None = None
     ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SmtpConfig:
+        has_env, has_file = self.password_env is not None, self.password_file is not None
+        if has_env and has_file:
+            raise ValueError("set only one of password_env or password_file")
+        if self.username is not None and not (has_env or has_file):
+            raise ValueError("username is set: also set password_env or password_file")
+        if self.username is None and (has_env or has_file):
+            key = "password_env" if has_env else "password_file"
+            raise ValueError(f"{key} is set without username: set username, or remove {key}")
+        return self
+
+    @property
+    def logs_in(self) -> bool:
+        """Tell whether maild authenticates at the relay, and so has a password to read."""
+        return self.username is not None
 
     @model_validator(mode="after")
     def _no_plaintext_off_host(self) -> SmtpConfig:
@@ -283,7 +304,7 @@ def _secret_problems(path: Path, config: Config) -> list[str]:
         for i, account in enumerate(config.accounts)
         if account.enabled
     ]
-    if config.smtp is not None:
+    if config.smtp is not None and config.smtp.logs_in:
         sources.append(("smtp", config.smtp))
     for where, secret in sources:
         try:

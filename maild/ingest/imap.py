@@ -64,6 +64,7 @@ from maild.ingest.imap_write import (
     response_code,
 )
 from maild.logging import get_logger
+from maild.tls import client_context
 
 __all__ = [
     "BODY_CHUNK",
@@ -1258,16 +1259,12 @@ def _quiet_library_logger() -> None:
 
 def _tls_context(endpoint: ImapEndpoint) -> ssl.SSLContext:
     """Build a verifying TLS context: system CAs plus the endpoint's extra CA file."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if endpoint.ca_file:
-        try:
-            context.load_verify_locations(cafile=endpoint.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ImapConnectionError(
-                f"IMAP {endpoint.host}:{endpoint.port}: cannot load CA file "
-                f"{endpoint.ca_file!r}: {exc}"
-            ) from exc
-    return context
+    try:
+        return client_context(endpoint.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ImapConnectionError(
+            f"IMAP {endpoint.host}:{endpoint.port}: cannot load CA file {endpoint.ca_file!r}: {exc}"
+        ) from exc
 
 
 async def connect(endpoint: ImapEndpoint) -> ImapSession:

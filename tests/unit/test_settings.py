@@ -134,3 +134,64 @@ def test_check_config_cli_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyP
     bad = runner.invoke(main, ["check-config", "-c", str(bad_path)])
     assert bad.exit_code == 2
     assert f"{bad_path}: daemon.first_sync: Input should be 'record' or 'process'" in bad.output
+
+
+SMTP = """
+[smtp]
+host = "smtp.corp.example"
+"""
+
+
+def test_smtp_without_login_needs_no_secret(tmp_path: Path) -> None:
+    """A relay used without a login needs no password source, and none is read at start."""
+    config = load_config(write(tmp_path, SMTP))
+    assert config.smtp is not None
+    assert config.smtp.username is None
+    assert not config.smtp.logs_in
+
+
+def test_smtp_username_needs_a_password_source(tmp_path: Path) -> None:
+    """A username without password_env or password_file is an error naming the keys."""
+    path = write(tmp_path, SMTP + 'username = "maild"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        f"{path}: smtp: username is set: also set password_env or password_file"
+    ]
+
+
+def test_smtp_password_source_without_username_is_refused(tmp_path: Path) -> None:
+    """A password source without a username would be silently unused, so it is an error."""
+    path = write(tmp_path, SMTP + 'password_file = "/etc/maild/smtp.password"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        f"{path}: smtp: password_file is set without username: "
+        "set username, or remove password_file"
+    ]
+
+
+def test_smtp_both_password_sources_are_refused(tmp_path: Path) -> None:
+    """With a username, exactly one source: both at once is an error."""
+    text = SMTP + 'username = "maild"\npassword_env = "X"\npassword_file = "/x"\n'
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [f"{path}: smtp: set only one of password_env or password_file"]
+
+
+def test_smtp_login_secret_is_read_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a username, the relay's password is read at start like any other secret."""
+    monkeypatch.delenv("T_SMTP_PW", raising=False)
+    path = write(tmp_path, SMTP + 'username = "maild"\npassword_env = "T_SMTP_PW"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        f"{path}: smtp.password_env: environment variable T_SMTP_PW is not set"
+    ]
+    monkeypatch.setenv("T_SMTP_PW", " pw\n")
+    config = load_config(path)
+    assert config.smtp is not None
+    assert config.smtp.read_password().get_secret_value() == "pw"

@@ -1,0 +1,275 @@
+"""The only aiosmtplib importer: hand composed letters to the relay, TLS and errors done right.
+
+One :class:`SmtpSender` keeps one connection to the relay and reuses it; a connection that
+dropped is noticed (a NOOP before reuse) and replaced. TLS is implicit (``tls``) or required
+through STARTTLS (``starttls``): a relay that does not offer STARTTLS gets nothing, never a
+plaintext letter or password. Certificates and host names are always verified. Every
+failure becomes :class:`~maild.errors.SmtpTemporaryError` (try later) or
+:class:`~maild.errors.SmtpPermanentError` (this letter will never go), with the reply code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ssl
+from collections.abc import Sequence
+
+import aiosmtplib
+
+from maild.errors import SmtpError, SmtpPermanentError, SmtpTemporaryError
+from maild.logging import get_logger
+from maild.settings import SmtpConfig, is_loopback
+from maild.tls import client_context
+
+__all__ = ["SmtpSender"]
+
+log = get_logger(__name__)
+
+#: What aiosmtplib and the socket layer raise on a failed connection, TLS or timeout.
+_CONNECTION_ERRORS = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)
+
+
+class SmtpSender:
+    """Send raw letters through the configured relay over one reused connection."""
+
+    def __init__(
+        self, config: SmtpConfig, *, timeout: float = 60.0, local_hostname: str | None = None
+    ) -> None:
+        if config.security == "none" and not is_loopback(config.host):
+            raise ValueError('security = "none" is only allowed for a loopback host')
+        self._config = config
+        self._timeout = timeout
+        self._local_hostname = local_hostname
+        self._where = f"SMTP {config.host}:{config.port}"
+        self._client: aiosmtplib.SMTP | None = None
+        self._lock = asyncio.Lock()
+        self._password: str | None = None
+
+    def __repr__(self) -> str:
+        """Name the relay and its security, never the credentials."""
+        return f"SmtpSender({self._where}, security={self._config.security!r})"
+
+    async def send(self, raw: bytes, *, sender: str, recipients: Sequence[str]) -> None:
+        """Send one letter; return when the relay took it for at least one recipient.
+
+        Recipients the relay refuses while others are accepted are logged, not raised: the
+        letter went. When every recipient is refused, the error follows their reply codes.
+        """
+        if not recipients:
+            raise SmtpPermanentError(f"{self._where}: a letter needs at least one recipient")
+        async with self._lock:
+            client = await self._ready()
+            try:
+                refused = await self._transaction(client, raw, sender, list(recipients))
+            except SmtpError:
+                raise
+            except BaseException:  # cancelled mid-transaction: the session state is unknown
+                self._drop()
+                raise
+        if refused:
+            log.warning("smtp_recipients_refused", relay=self._where, refused=refused)
+
+    async def close(self) -> None:
+        """Say QUIT and close the connection, if one is open; errors on the way out are ignored."""
+        async with self._lock:
+            client, self._client = self._client, None
+            if client is None:
+                return
+            if client.is_connected:
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                    await client.quit(timeout=min(self._timeout, 5.0))
+            await _closed(client)
+
+    # ----------------------------------------------------------------------------------------
+    # connection
+    # ----------------------------------------------------------------------------------------
+
+    async def _ready(self) -> aiosmtplib.SMTP:
+        """Give a live, logged-in connection: the open one if it answers NOOP, else a new one."""
+        if self._client is not None and self._client.is_connected:
+            try:
+                await self._client.noop()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                await self._discard()
+            else:
+                return self._client
+        await self._discard()
+        self._client = await self._connect()
+        return self._client
+
+    def _drop(self) -> None:
+        """Throw the current connection away at once, without a word to the relay."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def _discard(self) -> None:
+        """Throw the current connection away, and let its socket finish closing."""
+        client, self._client = self._client, None
+        if client is not None:
+            await _closed(client)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        """Open a connection with the configured TLS, then EHLO and log in when configured."""
+        security = self._config.security
+        client = aiosmtplib.SMTP(
+            hostname=self._config.host,
+            port=self._config.port,
+            timeout=self._timeout,
+            local_hostname=self._local_hostname,
+            use_tls=security == "tls",
+            start_tls=False,  # done below, so a relay without STARTTLS is refused, not used
+            validate_certs=True,
+            tls_context=self._tls_context() if security != "none" else None,
+        )
+        try:
+            await client.connect()
+            await client.ehlo()
+            if security == "starttls":
+                if not client.supports_extension("starttls"):
+                    raise SmtpTemporaryError(
+                        f"{self._where}: the relay does not offer STARTTLS; "
+                        "refusing to send in plaintext"
+                    )
+                await client.starttls()
+                await client.ehlo()
+            if security != "none" and client.get_transport_info("sslcontext") is None:
+                raise SmtpTemporaryError(f"{self._where}: the connection is not encrypted")
+            if self._config.username is not None:
+                await self._login(client, self._config.username)
+        except Exception as exc:
+            await _closed(client)
+            if isinstance(exc, SmtpError):
+                raise
+            raise self._session_error(exc) from exc
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Build the verifying context: system CAs plus the configured ``ca_file``."""
+        try:
+            return client_context(self._config.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise SmtpTemporaryError(
+                f"{self._where}: cannot load CA file {str(self._config.ca_file)!r}: {exc}"
+            ) from exc
+
+    async def _login(self, client: aiosmtplib.SMTP, username: str) -> None:
+        """Log in with the configured password, refused unless TLS is up or the relay is local."""
+        if client.get_transport_info("sslcontext") is None and not is_loopback(self._config.host):
+            raise SmtpTemporaryError(f"{self._where}: refusing to send a password in plaintext")
+        try:
+            await client.login(username, self._secret())
+        except aiosmtplib.SMTPResponseException as exc:
+            raise SmtpTemporaryError(
+                f"{self._where}: login as {username!r} refused: {exc.code} "
+                f"{self._scrub(exc.message)}",
+                code=exc.code,
+                reply=self._scrub(exc.message),
+            ) from None
+
+    def _secret(self) -> str:
+        """Read the password once, at the first login."""
+        if self._password is None:
+            try:
+                self._password = self._config.read_password().get_secret_value()
+            except ValueError as exc:
+                raise SmtpTemporaryError(f"{self._where}: cannot read the password: {exc}") from exc
+        return self._password
+
+    # ----------------------------------------------------------------------------------------
+    # one letter
+    # ----------------------------------------------------------------------------------------
+
+    async def _transaction(
+        self, client: aiosmtplib.SMTP, raw: bytes, sender: str, recipients: list[str]
+    ) -> dict[str, str]:
+        """Run MAIL, RCPT and DATA; give the refused recipients with their replies."""
+        options = []
+        if not all(address.isascii() for address in [sender, *recipients]):
+            options.append("SMTPUTF8")
+        if not raw.isascii() and client.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        try:
+            errors, _ = await client.sendmail(sender, recipients, raw, mail_options=options)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise self._all_refused(exc) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            if not client.is_connected:
+                await self._discard()
+            raise self._reply_error("refused the letter", exc.code, exc.message) from None
+        except aiosmtplib.SMTPNotSupported as exc:
+            raise SmtpPermanentError(f"{self._where}: {exc.message}") from None
+        except (aiosmtplib.SMTPException, *_CONNECTION_ERRORS, TimeoutError) as exc:
+            await self._discard()
+            raise self._session_error(exc) from exc
+        except ValueError as exc:  # an address aiosmtplib will not put on a command line
+            raise SmtpPermanentError(f"{self._where}: {exc}") from None
+        return {address: f"{reply.code} {reply.message}" for address, reply in errors.items()}
+
+    def _all_refused(self, exc: aiosmtplib.SMTPRecipientsRefused) -> SmtpError:
+        """Raise for a letter no recipient took: temporary if any refusal was, else permanent."""
+        refusals = exc.recipients
+        detail = "; ".join(f"{r.recipient}: {r.code} {self._scrub(r.message)}" for r in refusals)
+        temporary = any(400 <= r.code < 500 for r in refusals) or not refusals
+        kind = SmtpTemporaryError if temporary else SmtpPermanentError
+        first = refusals[0] if refusals else None
+        return kind(
+            f"{self._where}: every recipient refused: {detail}",
+            code=first.code if first else None,
+            reply=self._scrub(first.message) if first else "",
+        )
+
+    def _reply_error(self, what: str, code: int, message: str) -> SmtpError:
+        """Classify a reply code: 5xx is permanent; 4xx and anything odd are worth a retry."""
+        reply = self._scrub(message)
+        kind = SmtpPermanentError if 500 <= code < 600 else SmtpTemporaryError
+        return kind(f"{self._where}: {what}: {code} {reply}", code=code, reply=reply)
+
+    def _session_error(self, exc: BaseException) -> SmtpTemporaryError:
+        """Name a failure to connect, encrypt, greet or stay connected; it is always temporary."""
+        untrusted = exc if isinstance(exc, ssl.SSLCertVerificationError) else exc.__cause__
+        message = exc.message if isinstance(exc, aiosmtplib.SMTPException) else str(exc)
+        code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
+        if isinstance(untrusted, ssl.SSLCertVerificationError):
+            detail = f"certificate not trusted: {untrusted.verify_message or untrusted}"
+        elif isinstance(exc, TimeoutError):
+            detail = f"timed out after {self._timeout:g} s ({message or 'no answer'})"
+        elif code is not None:
+            detail = f"{code} {message}"
+        else:
+            detail = message or type(exc).__name__
+        reply = self._scrub(message) if code is not None else ""
+        return SmtpTemporaryError(f"{self._where}: {self._scrub(detail)}", code=code, reply=reply)
+
+    def _scrub(self, text: str) -> str:
+        """Mask the password, plain or base64-encoded, should a relay echo it back."""
+        secret = self._password
+        if not secret:
+            return text
+        username = self._config.username or ""
+        forms = {
+            secret,
+            base64.b64encode(secret.encode()).decode(),
+            base64.b64encode(f"\0{username}\0{secret}".encode()).decode(),
+        }
+        for form in forms:
+            text = text.replace(form, "***")
+        return text
+
+
+async def _closed(client: aiosmtplib.SMTP, wait: float = 2.0) -> None:
+    """Close a connection and give its socket a moment to close: TLS says goodbye first."""
+    protocol = client.protocol
+    client.close()
+    if protocol is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    # aiosmtplib offers no event for "the socket is closed"; its protocol drops the transport then.
+    while protocol.transport is not None and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
