@@ -68,12 +68,18 @@ def run(config_path: Path, once: bool) -> None:
 
     config = _load(config_path)
     try:
-        result = asyncio.run(run_daemon(config, once=once))
+        result = asyncio.run(run_daemon(config, once=once, config_path=config_path))
     except MaildError as exc:
         _fail(exc)
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("maild: stopped at once by a second signal", err=True)
         sys.exit(130)
+    if result.outbox is not None and (result.outbox.retried or result.outbox.dead):
+        click.echo(
+            f"maild: outbox: {result.outbox.done} done, {result.outbox.retried} to retry later, "
+            f"{result.outbox.dead} dead (see `maild outbox list`)",
+            err=True,
+        )
     if not result.ok:
         click.echo("maild: some folders could not be synced; see the log", err=True)
         sys.exit(1)
@@ -259,6 +265,62 @@ def rules_replay(
         return
     for line in report.summary_lines(summary):
         click.echo(line)
+
+
+@main.group("outbox")
+def outbox_group() -> None:
+    """The effects rules queued: forwards, moves, flags."""
+
+
+@outbox_group.command("list")
+@CONFIG_OPTION
+@click.option(
+    "--status",
+    type=click.Choice(["pending", "done", "dead", "all"]),
+    default="all",
+    show_default=True,
+)
+@click.option("--limit", type=int, default=50, show_default=True)
+def outbox_list(config_path: Path, status: str, limit: int) -> None:
+    """List outbox rows, newest first, with their state and last error."""
+    from maild.runtime import list_outbox
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        rows = asyncio.run(
+            list_outbox(config, status=None if status == "all" else status, limit=limit)
+        )
+    except MaildError as exc:
+        _fail(exc)
+    if not rows:
+        click.echo("outbox: nothing to show")
+    for row in rows:
+        letter = f"letter {row.letter_id}" if row.letter_id is not None else "no letter"
+        click.echo(
+            f"{row.id:>6} {row.status:<7} {row.account} {letter} {row.kind} -> {row.target} "
+            f"(attempts {row.attempts}, next {row.next_attempt_at})"
+        )
+        if row.last_error:
+            click.echo(f"       last error: {row.last_error}")
+
+
+@outbox_group.command("retry")
+@CONFIG_OPTION
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all-dead", is_flag=True, help="Retry every dead row.")
+def outbox_retry(config_path: Path, ids: tuple[int, ...], all_dead: bool) -> None:
+    """Make dead rows pending again; the daemon (or the next `run --once`) performs them."""
+    from maild.runtime import retry_outbox
+
+    if not ids and not all_dead:
+        click.echo("maild: give outbox ids, or --all-dead", err=True)
+        sys.exit(2)
+    config = _load(config_path, check_secrets=False)
+    try:
+        count = asyncio.run(retry_outbox(config, None if all_dead else list(ids)))
+    except MaildError as exc:
+        _fail(exc)
+    click.echo(f"outbox: {count} dead rows pending again")
 
 
 @main.command()

@@ -14,12 +14,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from maild.db.engine import create_engine, session_factory
-from maild.db.tables import Account, Attachment, Folder, Letter
+from maild.db.tables import Account, Attachment, Folder, Letter, OutboxItem, RuleHit
 from maild.errors import MaildError
 from maild.runtime import Daemon, RunResult
 from maild.settings import load_config
 from maild.testing.dovecot import DovecotServer, find_dovecot
 from maild.testing.samples import SALES, SUPPORT, demo_mailboxes, letter
+from maild.testing.smtp import SmtpSink
 
 CONFIG_TEMPLATE = """\
 # Written by `maild demo`: two accounts on a throwaway local Dovecot.
@@ -29,6 +30,14 @@ url = "sqlite+aiosqlite:///{db}"
 [daemon]
 health_listen = ""
 first_sync = "process"
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+
+[outbox]
+retry_base_seconds = 1
 
 [[accounts]]
 name = "sales"
@@ -53,6 +62,29 @@ display_name = "Corp Support"
   security = "none"
   username = "support"
   password_file = "{support_pw}"
+
+# Sorting rules: tried in order on every new letter; `maild rules test` tries them on a file.
+[[rules]]
+name = "invoices to accounting"
+accounts = ["sales"]
+match = {{ any = [ {{ header = "subject", contains = ["invoice", "счёт"] }},
+                  {{ attachment = "type", is = "application/pdf" }} ] }}
+actions = [ {{ forward = {{ to = "accounting@corp.example" }} }},
+            {{ add_flag = "$Invoice" }},
+            {{ set_responsible = "m.ivanova" }},
+            {{ move = "Invoices" }} ]
+stop = true
+
+[[rules]]
+name = "damage claims"
+accounts = ["support"]
+match = {{ all = [ {{ body = "text", contains = "damaged" }}, {{ has_attachment = true }} ] }}
+actions = [ {{ add_flag = "flagged" }}, {{ copy = "Claims" }} ]
+
+[[rules]]
+name = "newsletters to the bin"
+match = {{ header = "list-id", exists = true }}
+actions = [ {{ move = "Trash" }} ]
 """
 
 
@@ -70,7 +102,7 @@ def _workdir(path: Path | None) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_config(workdir: Path, port: int, passwords: dict[str, str]) -> Path:
+def _write_config(workdir: Path, port: int, smtp_port: int, passwords: dict[str, str]) -> Path:
     """Write the demo config with passwords in 0600 files, as an admin would."""
     files = {}
     for user, password in passwords.items():
@@ -83,6 +115,7 @@ def _write_config(workdir: Path, port: int, passwords: dict[str, str]) -> Path:
         CONFIG_TEMPLATE.format(
             db=workdir / "maild.db",
             port=port,
+            smtp_port=smtp_port,
             sales=SALES,
             support=SUPPORT,
             sales_pw=files["sales"],
@@ -105,7 +138,8 @@ def run_demo(workdir: Path | None = None) -> str:
         server = DovecotServer(root / "dovecot", users=passwords)
         server.start()
         try:
-            summary = _demo(root, server, passwords)
+            with SmtpSink() as relay:
+                summary = _demo(root, server, relay, passwords)
         finally:
             server.close()
         if workdir is None:
@@ -117,15 +151,19 @@ def run_demo(workdir: Path | None = None) -> str:
         )
 
 
-def _demo(root: Path, server: DovecotServer, passwords: dict[str, str]) -> str:
-    """Seed, run three times (first sync, a repeat, one new letter), and summarise."""
+def _demo(root: Path, server: DovecotServer, relay: SmtpSink, passwords: dict[str, str]) -> str:
+    """Seed, run three times (first sync, a repeat, two new letters), and summarise."""
     mailboxes = demo_mailboxes()
     for (user, folder), raws in mailboxes.items():
         if folder != "INBOX":
             server.create_folder(user, folder)
         server.append_many(user, folder, raws)
-    config = load_config(_write_config(root, server.port, passwords))
-    lines = [f"maild demo: Dovecot on 127.0.0.1:{server.port}, database {root / 'maild.db'}", ""]
+    config = load_config(_write_config(root, server.port, relay.port, passwords))
+    lines = [
+        f"maild demo: Dovecot on 127.0.0.1:{server.port}, an SMTP relay on 127.0.0.1:"
+        f"{relay.port}, database {root / 'maild.db'}, {len(config.rules)} sorting rules",
+        "",
+    ]
     seeded = sum(len(v) for v in mailboxes.values())
     lines.append(f"1. Seeded {seeded} sample letters in 3 folders of 2 accounts; maild run --once:")
     first, seconds = _run_once(config)
@@ -145,14 +183,33 @@ def _demo(root: Path, server: DovecotServer, passwords: dict[str, str]) -> str:
             body="Found it, thank you!",
         ),
     )
+    server.append("support", "INBOX", NEWSLETTER)
     lines.append("")
-    lines.append("3. One new letter arrived at support@; ran again:")
+    lines.append("3. Two new letters arrived at support@ (a reply and a newsletter); ran again:")
     third, seconds = _run_once(config)
     lines += _report(third, seconds)
     lines.append("")
     lines += asyncio.run(_database_summary(config.database_url()))
     lines.append("")
+    lines += asyncio.run(_rules_summary(config.database_url()))
+    lines.append("")
+    lines += _mailbox_summary(server, relay)
+    lines.append("")
     return "\n".join(lines)
+
+
+NEWSLETTER = (
+    b"From: Logistics Weekly <news@logistics-weekly.example>\r\n"
+    b"To: support@corp.example\r\n"
+    b"Subject: This week in logistics\r\n"
+    b"Date: Mon, 23 Nov 2026 08:00:00 +0000\r\n"
+    b"Message-ID: <weekly-48@logistics-weekly.example>\r\n"
+    b"List-Id: Logistics Weekly <weekly.logistics-weekly.example>\r\n"
+    b"List-Unsubscribe: <mailto:leave@logistics-weekly.example>\r\n"
+    b"Precedence: list\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    b"Ten stories about pallets.\r\n"
+)
 
 
 def _run_once(config: object) -> tuple[RunResult, float]:
@@ -171,7 +228,70 @@ def _report(result: RunResult, seconds: float) -> list[str]:
             f"{state.failed}  already stored {state.duplicates}"
             + (f"  ERROR {state.last_error}" if state.last_error else "")
         )
+    outbox = result.outbox
+    if outbox is not None and (outbox.done or outbox.retried or outbox.dead):
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(outbox.kinds.items()))
+        out.append(
+            f"   effects performed: {outbox.done} ({kinds}); to retry {outbox.retried}; "
+            f"dead {outbox.dead}"
+        )
     out.append(f"   {'ok' if result.ok else 'NOT OK'} in {seconds:.1f} s")
+    return out
+
+
+async def _rules_summary(url: str) -> list[str]:
+    """List which rules matched which letters and what became of each effect."""
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            hits = await session.execute(
+                select(RuleHit.rule, Letter.subject, Letter.responsible_login)
+                .join(Letter, Letter.id == RuleHit.letter_id)
+                .order_by(RuleHit.id)
+            )
+            out = ["Rules that fired (table rule_hits), and the Responsible they set:"]
+            for rule, subject, responsible in hits:
+                who = f"  -> responsible {responsible}" if responsible else ""
+                out.append(f"   {rule:<24} {subject[:44] or '(no subject)':<44}{who}")
+            items = await session.execute(
+                select(OutboxItem.kind, OutboxItem.target, OutboxItem.status, Letter.subject)
+                .join(Letter, Letter.id == OutboxItem.letter_id)
+                .order_by(OutboxItem.id)
+            )
+            out.append("")
+            out.append("Their effects (table outbox), performed by the dispatcher:")
+            for kind, target, status, subject in items:
+                out.append(f"   {status:<5} {kind:<9} {target:<26} {subject[:40]}")
+            deleted = await session.execute(
+                select(Letter.subject).where(Letter.marked_for_deletion.is_(True))
+            )
+            for (subject,) in deleted:
+                out.append(f"   marked for deletion in the database: {subject}")
+    finally:
+        await engine.dispose()
+    return out
+
+
+def _mailbox_summary(server: DovecotServer, relay: SmtpSink) -> list[str]:
+    """Show the mailboxes and the relay as a mail admin would check them."""
+    out = ["What the mail server and the relay now show:"]
+    for user, folder in (("sales", "Invoices"), ("support", "Claims"), ("support", "Trash")):
+        uids = server.uids(user, folder)
+        flags = sorted({flag for uid in uids for flag in server.flags(user, folder, uid)})
+        out.append(
+            f"   {user}/{folder}: {len(uids)} letter(s)"
+            + (f", flags {' '.join(flags)}" if flags else "")
+        )
+    for mail in relay.messages:
+        subject = next(
+            (
+                line.split(b":", 1)[1].strip().decode("ascii", "replace")
+                for line in mail.content.splitlines()
+                if line.lower().startswith(b"subject:")
+            ),
+            "",
+        )
+        out.append(f"   relay got a forward to {', '.join(mail.rcpt_tos)}: {subject}")
     return out
 
 

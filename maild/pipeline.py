@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.core.letter import FetchedMessage, ParsedLetter
-from maild.db import repo
+from maild.db import outbox, repo
+from maild.decide import Decider, StoredLetter
 from maild.errors import ParseError
 from maild.ingest.poller import Cursor
 from maild.ingest.workers import ParserPool
@@ -27,6 +28,8 @@ class FolderStore:
     folder: str
     folder_id: int
     first_sync_mode: str = "record"
+    decider: Decider | None = None
+    on_queued: Callable[[], None] | None = None
 
     async def cursor(self) -> Cursor:
         """Read the folder's cursor."""
@@ -103,6 +106,7 @@ class FolderStore:
     async def _transaction(self, batch: list[repo.NewLetter]) -> list[tuple[str, int | None]]:
         """Run one transaction: re-match or insert each letter, then move the cursor past them."""
         results: dict[int, tuple[str, int | None]] = {}
+        queued = 0
         async with self.sessions.begin() as session:
             folder = await repo.load_folder(session, self.folder_id)
             pending = batch
@@ -120,6 +124,7 @@ class FolderStore:
                         pending.append(item)
                     else:
                         results[item.message.uid] = ("rekeyed", letter_id)
+            pending = await self._moved_here(session, folder, pending, results)
             first_sync = self.first_sync_mode == "record" and not folder.first_sync_done
             ids = await repo.insert_letters(session, folder, pending, first_sync=first_sync)
             for item in pending:
@@ -127,10 +132,50 @@ class FolderStore:
                 results[item.message.uid] = (
                     (item.status, letter_id) if letter_id is not None else ("duplicate", None)
                 )
+            if self.decider is not None and not first_sync:
+                queued += await self.decider.apply(
+                    session, folder.account_id, _decidable(pending, ids)
+                )
             await repo.advance_cursor(
                 session, self.folder_id, max(item.message.uid for item in batch)
             )
+        if queued and self.on_queued is not None:
+            self.on_queued()
         return [results[item.message.uid] for item in batch]
+
+    async def _moved_here(
+        self,
+        session: AsyncSession,
+        folder: repo.FolderRow,
+        batch: list[repo.NewLetter],
+        results: dict[int, tuple[str, int | None]],
+    ) -> list[repo.NewLetter]:
+        """Recognise letters maild itself moved into this folder: re-point them, do not store twice."""
+        if self.decider is None or not batch:
+            return batch
+        moved = await outbox.moved_here(
+            session,
+            account_id=folder.account_id,
+            folder=self.folder,
+            sha256s=[item.sha256 for item in batch],
+        )
+        if not moved:
+            return batch
+        rest = []
+        for item in batch:
+            letter_id = moved.pop(item.sha256, None)
+            if letter_id is None:
+                rest.append(item)
+                continue
+            await outbox.relocate_letter(
+                session,
+                letter_id,
+                folder_id=folder.id,
+                uidvalidity=folder.uidvalidity or 0,
+                uid=item.message.uid,
+            )
+            results[item.message.uid] = ("moved", letter_id)
+        return rest
 
     def _log(self, item: repo.NewLetter, outcome: str, letter_id: int | None) -> None:
         """Write the one summary line per letter."""
@@ -151,6 +196,15 @@ class FolderStore:
             )
         else:
             log.info("letter", **fields)
+
+
+def _decidable(items: Sequence[repo.NewLetter], ids: dict[int, int]) -> list[StoredLetter]:
+    """Pick the letters the rules run on: newly inserted and parsed (an oversize one by its header)."""
+    return [
+        StoredLetter(ids[item.message.uid], item.parsed, item.message.size)
+        for item in items
+        if item.parsed is not None and item.status != "failed" and item.message.uid in ids
+    ]
 
 
 async def prepare_folders(

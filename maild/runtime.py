@@ -6,20 +6,25 @@ import asyncio
 import contextlib
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from maild.core.status import StatusBoard
 from maild.db import migrate
+from maild.db import outbox as outbox_db
 from maild.db.engine import create_engine, session_factory
+from maild.decide import Decider, RulesHolder
+from maild.errors import ConfigError
 from maild.health import HealthServer
 from maild.ingest.imap import ImapEndpoint
 from maild.ingest.poller import FolderPoller, PollOptions
 from maild.ingest.workers import ParserPool
 from maild.logging import get_logger
 from maild.metrics import Metrics
+from maild.outbox.dispatcher import Dispatcher, DispatchReport
 from maild.pipeline import FolderStore, RetryReport, prepare_folders, retry_failed
-from maild.settings import AccountConfig, Config
+from maild.settings import AccountConfig, Config, load_config
 
 log = get_logger(__name__)
 
@@ -31,6 +36,7 @@ class RunResult:
     ok: bool = True
     status: StatusBoard = field(default_factory=StatusBoard)
     health_port: int | None = None
+    outbox: DispatchReport | None = None
 
 
 async def open_database(config: Config) -> AsyncEngine:
@@ -64,12 +70,21 @@ def endpoint_for(account: AccountConfig, timeout: float) -> ImapEndpoint:
 class Daemon:
     """Owns the engine, the parser pool and the pollers for one run."""
 
-    def __init__(self, config: Config, *, stop: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        stop: asyncio.Event | None = None,
+        config_path: Path | None = None,
+    ) -> None:
         self.config = config
+        self.config_path = config_path
         self.stop = stop or asyncio.Event()
         self.status = StatusBoard()
         self.metrics = Metrics()
         self.health: HealthServer | None = None
+        self.rules = RulesHolder(config.ruleset)
+        self.dispatcher: Dispatcher | None = None
 
     async def run(self, *, once: bool = False) -> RunResult:
         """Sync every enabled folder; with once, read each folder to its end and return."""
@@ -79,6 +94,7 @@ class Daemon:
         try:
             sessions = session_factory(engine)
             folder_ids = await prepare_folders(sessions, self.config)
+            self.dispatcher = self._dispatcher(sessions)
             pollers = self._pollers(sessions, folder_ids, parser)
             if not once and self.config.daemon.health_listen:
                 self.health = HealthServer(
@@ -86,9 +102,19 @@ class Daemon:
                 )
                 await self.health.start()
                 result.health_port = self.health.port
-            log.info("daemon_started", folders=len(pollers), once=once)
-            result.ok = await self._run_pollers(pollers, once=once)
+            log.info(
+                "daemon_started",
+                folders=len(pollers),
+                once=once,
+                rules=len(self.rules.current),
+                ruleset_version=self.rules.current.version,
+            )
+            result.ok = await self._run_all(pollers, once=once)
+            if once:
+                result.outbox = await self.dispatcher.drain(self.config.outbox.once_drain_seconds)
         finally:
+            if self.dispatcher is not None:
+                await self.dispatcher.close()
             if self.health is not None:
                 await self.health.stop()
             parser.close()
@@ -96,8 +122,52 @@ class Daemon:
         log.info("daemon_stopped", ok=result.ok)
         return result
 
+    def _dispatcher(self, sessions: async_sessionmaker[AsyncSession]) -> Dispatcher:
+        """Build the outbox dispatcher, reading account passwords only when it connects."""
+        timeout = self.config.daemon.imap_timeout_seconds
+        return Dispatcher(
+            sessions,
+            self.config,
+            endpoint_for=lambda account: endpoint_for(account, timeout),
+        )
+
+    async def _run_all(self, pollers: list[FolderPoller], *, once: bool) -> bool:
+        """Run the pollers, and beside them the dispatcher unless this is a single pass."""
+        if once or self.dispatcher is None:
+            return await self._run_pollers(pollers, once=once)
+        dispatching = asyncio.create_task(self.dispatcher.run(self.stop), name="outbox")
+        try:
+            return await self._run_pollers(pollers, once=once)
+        finally:
+            self.stop.set()
+            try:
+                await asyncio.wait_for(dispatching, self.config.daemon.shutdown_grace_seconds)
+            except TimeoutError:
+                log.warning("cancelled_after_grace", tasks=1)
+
+    def reload(self) -> bool:
+        """Compile the config file's rules beside the running ones; swap them in only if valid."""
+        if self.config_path is None:
+            log.warning("reload_skipped", reason="the daemon was not started from a config file")
+            return False
+        try:
+            fresh = load_config(self.config_path, check_secrets=False)
+        except ConfigError as exc:
+            log.error("reload_failed", problems=exc.problems, kept=self.rules.current.version)
+            return False
+        old = self.rules.current.version
+        self.rules.current = fresh.ruleset
+        changed = _restart_needed(self.config, fresh)
+        if changed:
+            log.warning("reload_needs_restart", changed=changed)
+        log.info("rules_reloaded", rules=len(fresh.ruleset), old=old, new=fresh.ruleset.version)
+        return True
+
     def _pollers(
-        self, sessions: object, folder_ids: dict[tuple[str, str], int], parser: ParserPool
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        folder_ids: dict[tuple[str, str], int],
+        parser: ParserPool,
     ) -> list[FolderPoller]:
         """Build one poller per enabled (account, folder)."""
         daemon = self.config.daemon
@@ -114,11 +184,18 @@ class Daemon:
             endpoint = endpoint_for(account, daemon.imap_timeout_seconds)
             for folder in account.folders.watch:
                 store = FolderStore(
-                    sessions=sessions,  # type: ignore[arg-type]
+                    sessions=sessions,
                     account=account.name,
                     folder=folder,
                     folder_id=folder_ids[(account.name, folder)],
                     first_sync_mode=daemon.first_sync,
+                    decider=Decider(
+                        self.rules,
+                        account.name,
+                        folder,
+                        forward_fuse_per_hour=self.config.outbox.forward_fuse_per_hour,
+                    ),
+                    on_queued=self.dispatcher.wake if self.dispatcher is not None else None,
                 )
                 pollers.append(
                     FolderPoller(
@@ -184,11 +261,23 @@ class Daemon:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
 
 
-async def run_daemon(config: Config, *, once: bool = False) -> RunResult:
+def _restart_needed(old: Config, new: Config) -> list[str]:
+    """Name the config sections a reload cannot apply: they take effect at the next start."""
+    return [
+        name
+        for name in ("database", "daemon", "smtp", "outbox", "accounts")
+        if getattr(old, name) != getattr(new, name)
+    ]
+
+
+async def run_daemon(
+    config: Config, *, once: bool = False, config_path: Path | None = None
+) -> RunResult:
     """Run the daemon with signal handling; the CLI's entry point."""
-    daemon = Daemon(config)
+    daemon = Daemon(config, config_path=config_path)
     task = asyncio.current_task()
     assert task is not None
     daemon.install_signal_handlers(task)
@@ -215,4 +304,53 @@ async def retry_failed_letters(config: Config, *, limit: int | None = None) -> R
         return await retry_failed(session_factory(engine), parser, limit=limit)
     finally:
         parser.close()
+        await engine.dispose()
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One outbox row as `maild outbox list` shows it."""
+
+    id: int
+    account: str
+    letter_id: int | None
+    kind: str
+    target: str
+    status: str
+    attempts: int
+    next_attempt_at: str
+    last_error: str
+
+
+async def list_outbox(config: Config, *, status: str | None, limit: int) -> list[OutboxRow]:
+    """Read outbox rows, newest first, for the CLI."""
+    engine = await open_database(config)
+    try:
+        async with session_factory(engine)() as session:
+            rows = await outbox_db.list_items(session, status=status, limit=limit)
+    finally:
+        await engine.dispose()
+    return [
+        OutboxRow(
+            id=item.id,
+            account=account,
+            letter_id=item.letter_id,
+            kind=item.kind,
+            target=item.target,
+            status=item.status,
+            attempts=item.attempts,
+            next_attempt_at=item.next_attempt_at.isoformat(timespec="seconds"),
+            last_error=item.last_error or "",
+        )
+        for item, account in rows
+    ]
+
+
+async def retry_outbox(config: Config, ids: list[int] | None) -> int:
+    """Make dead outbox rows pending again so the next pass performs them; give how many."""
+    engine = await open_database(config)
+    try:
+        async with session_factory(engine).begin() as session:
+            return await outbox_db.revive(session, ids)
+    finally:
         await engine.dispose()

@@ -116,6 +116,19 @@ class DaemonConfig(_Model):
         return value
 
 
+class OutboxConfig(_Model):
+    """How effects are performed: retries with backoff, the forward loop fuse, --once's wait."""
+
+    max_attempts: int = Field(default=10, ge=1)
+    retry_base_seconds: float = Field(default=30, gt=0)
+    retry_max_seconds: float = Field(default=3600, gt=0)
+    forward_fuse_per_hour: int = Field(default=20, ge=0)
+    once_drain_seconds: float = Field(default=60, ge=0)
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    lease_seconds: float = Field(default=300, gt=0)
+    smtp_timeout_seconds: float = Field(default=60, gt=0)
+
+
 class SmtpConfig(Secret):
     """The relay maild sends through; TLS unless the relay is on this machine.
 
@@ -206,6 +219,7 @@ class Config(_Model):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     smtp: SmtpConfig | None = None
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     accounts: list[AccountConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
     _ruleset: RuleSet | None = PrivateAttr(default=None)
@@ -216,10 +230,7 @@ class Config(_Model):
         if self._ruleset is None:
             self._ruleset = compile_rules(
                 self.rules,
-                {
-                    a.name: AccountInfo(tuple(a.folders.watch), a.folders.deleted)
-                    for a in self.accounts
-                },
+                rule_accounts(self.accounts),
                 source="<config>",
             )
         return self._ruleset
@@ -267,6 +278,13 @@ def _problems(path: Path, exc: ValidationError, data: dict[str, Any]) -> list[st
     return lines
 
 
+def rule_accounts(accounts: list[AccountConfig]) -> dict[str, AccountInfo]:
+    """Give what the rules know of each account: folders, deleted folder, address."""
+    return {
+        a.name: AccountInfo(tuple(a.folders.watch), a.folders.deleted, a.address) for a in accounts
+    }
+
+
 def load_config(path: Path, *, check_secrets: bool = True) -> Config:
     """Read and validate a config file, raising ConfigError with every problem at once."""
     try:
@@ -282,18 +300,31 @@ def load_config(path: Path, *, check_secrets: bool = True) -> Config:
     config._ruleset = (
         compile_rules(  # raises ConfigError: one FILE: rules[i] ("name").path: line each
             config.rules,
-            {
-                a.name: AccountInfo(tuple(a.folders.watch), a.folders.deleted)
-                for a in config.accounts
-            },
+            rule_accounts(config.accounts),
             source=str(path),
         )
     )
+    forward_problems = _forward_needs_smtp(path, config)
+    if forward_problems:
+        raise ConfigError(forward_problems)
     if check_secrets:
         secret_problems = _secret_problems(path, config)
         if secret_problems:
             raise ConfigError(secret_problems)
     return config
+
+
+def _forward_needs_smtp(path: Path, config: Config) -> list[str]:
+    """Name every forward action when there is no [smtp] relay to send it through."""
+    if config.smtp is not None:
+        return []
+    return [
+        f'{path}: rules[{i}] ("{rule.name}").actions[{j}].forward: needs an [smtp] section '
+        "to send through"
+        for i, rule in enumerate(config.rules)
+        for j, action in enumerate(rule.actions)
+        if "forward" in action
+    ]
 
 
 def _secret_problems(path: Path, config: Config) -> list[str]:

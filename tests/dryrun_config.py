@@ -42,6 +42,11 @@ migrate_on_start = false
 [daemon]
 parse_workers = 2
 
+[smtp]
+host = "127.0.0.1"
+port = 2525
+security = "none"
+
 [[accounts]]
 name = "sales"
 address = "{SALES}"

@@ -176,10 +176,11 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class AccountInfo:
-    """What the rules need to know of an account: the folders it watches and its deleted folder."""
+    """What the rules need to know of an account: its folders, and its address for loop checks."""
 
     watched: tuple[str, ...] = ("INBOX",)
     deleted: str = "Trash"
+    address: str = ""
 
 
 class LetterFacts:

@@ -139,6 +139,7 @@ class Letter(Base):
     imap_flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     first_sync: Mapped[bool] = mapped_column(Boolean, default=False)
     marked_for_deletion: Mapped[bool] = mapped_column(Boolean, default=False)
+    responsible_login: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -158,6 +159,54 @@ class Attachment(Base):
     content_id: Mapped[str] = mapped_column(String(998), default="")
     disposition: Mapped[str] = mapped_column(String(32), default="")
     sha256: Mapped[str] = mapped_column(String(64), default="")
+
+
+OUTBOX_STATUSES = ("pending", "done", "dead")
+
+
+class RuleHit(Base):
+    """One rule that matched one letter, with the effects it asked for: the audit trail."""
+
+    __tablename__ = "rule_hits"
+    __table_args__ = (Index("ix_rule_hits_letter_id", "letter_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    letter_id: Mapped[int] = mapped_column(ForeignKey("letters.id", ondelete="CASCADE"))
+    rule: Mapped[str] = mapped_column(String(200))
+    ruleset_version: Mapped[str] = mapped_column(String(64))
+    effects: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class OutboxItem(Base):
+    """One effect to perform outside the database (send, move, flag), at most once by its key."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key"),
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_letter_id", "letter_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    letter_id: Mapped[int | None] = mapped_column(
+        ForeignKey("letters.id", ondelete="CASCADE"), nullable=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(998), default="")
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 OWNED_TABLES = frozenset(Base.metadata.tables)

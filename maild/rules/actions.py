@@ -18,6 +18,7 @@ from maild.core.decision import (
     RemoveFlag,
     SetResponsible,
 )
+from maild.core.robots import has_loop_marker, is_auto_submitted
 from maild.rules.registry import ACTIONS, BuildContext, CompiledAction, render
 
 SYSTEM_FLAGS = {"seen": "\\Seen", "flagged": "\\Flagged"}
@@ -71,9 +72,18 @@ def forward_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction |
         return None
     ok = True
     for key in value:
-        if key not in ("to", "mode"):
-            ctx.problem(f"{path}.{key}", 'unknown key for "forward" (it takes: to, mode)')
+        if key not in ("to", "mode", "skip_auto_submitted"):
+            ctx.problem(
+                f"{path}.{key}",
+                'unknown key for "forward" (it takes: to, mode, skip_auto_submitted)',
+            )
             ok = False
+    skip_robots = value.get("skip_auto_submitted", False)
+    if not isinstance(skip_robots, bool):
+        ctx.problem(
+            f"{path}.skip_auto_submitted", f"must be true or false, not {render(skip_robots)}"
+        )
+        ok = False
     to = value.get("to")
     if to is None:
         ctx.problem(f"{path}.to", "is required: the address to forward to")
@@ -97,7 +107,20 @@ def forward_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction |
     assert isinstance(to, str)
     local, _, domain = to.partition("@")
     checked_mode: ForwardMode = mode
-    return _constant("forward", Forward(to=f"{local}@{domain.lower()}", mode=checked_mode))
+    effect = (Forward(to=f"{local}@{domain.lower()}", mode=checked_mode),)
+
+    def run(facts: LetterFacts, account: AccountInfo | None) -> tuple[Effect, ...]:
+        if (
+            account is not None
+            and account.address
+            and has_loop_marker(facts.headers, account.address)
+        ):
+            return ()  # this account forwarded the letter before: it came back round a loop
+        if skip_robots and is_auto_submitted(facts.headers):
+            return ()
+        return effect
+
+    return CompiledAction(name="forward", run=run, reads_letter=True)
 
 
 @ACTIONS.register(

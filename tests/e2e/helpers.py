@@ -32,6 +32,10 @@ def make_config(
     *,
     passwords: dict[str, str] | None = None,
     port: int | None = None,
+    rules: list[dict[str, Any]] | None = None,
+    smtp_port: int | None = None,
+    outbox: dict[str, Any] | None = None,
+    deleted: str = "Trash",
     **daemon: Any,
 ) -> Config:
     """Build a config with one account per Dovecot user, passwords in files as admins keep them."""
@@ -50,13 +54,17 @@ def make_config(
                     "username": user,
                     "password_file": str(secret),
                 },
-                "folders": {"watch": folders},
+                "folders": {"watch": folders, "deleted": deleted},
             }
         )
     settings = {"health_listen": "", "parse_workers": 2, "reconnect_max_seconds": 2, **daemon}
-    return Config.model_validate(
-        {"database": {"url": db_url}, "daemon": settings, "accounts": entries}
-    )
+    data: dict[str, Any] = {"database": {"url": db_url}, "daemon": settings, "accounts": entries}
+    if rules is not None:
+        data["rules"] = rules
+    if smtp_port is not None:
+        data["smtp"] = {"host": "127.0.0.1", "port": smtp_port, "security": "none"}
+    data["outbox"] = {"retry_base_seconds": 0.2, "once_drain_seconds": 20, **(outbox or {})}
+    return Config.model_validate(data)
 
 
 async def wait_until(

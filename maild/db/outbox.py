@@ -1,0 +1,356 @@
+"""SQL for rule hits and the outbox: recording decisions and claiming effects to perform.
+
+Claims take a lease (``locked_until``) in their own short transaction, so a crashed dispatcher's
+rows come back when the lease ends: an effect may be performed twice after a crash, never lost.
+On PostgreSQL concurrent dispatchers skip each other's rows with ``FOR UPDATE SKIP LOCKED``;
+SQLite has one writer at a time anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from maild.db.tables import Account, Folder, Letter, OutboxItem, RuleHit, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class NewEffect:
+    """One outbox row to create: what to do, to which letter, under which unique key."""
+
+    account_id: int
+    letter_id: int | None
+    kind: str
+    target: str
+    payload: dict[str, Any]
+    key: str
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedItem:
+    """An outbox row claimed for one attempt, with what the dispatcher needs to perform it."""
+
+    id: int
+    account: str
+    letter_id: int | None
+    kind: str
+    target: str
+    payload: dict[str, Any]
+    seq: int
+    attempts: int
+    folder: str | None
+    uidvalidity: int | None
+    uid: int | None
+    message_id: str
+    letter_status: str | None = None
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    """Pick the dialect's INSERT so ON CONFLICT works on both databases."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def record_hits(
+    session: AsyncSession, hits: Sequence[tuple[int, str, str, list[dict[str, Any]]]]
+) -> None:
+    """Write the audit trail: (letter id, rule, ruleset version, effects) per matched rule."""
+    if not hits:
+        return
+    now = utcnow()
+    await session.execute(
+        _insert(session, RuleHit),
+        [
+            {
+                "letter_id": letter_id,
+                "rule": rule,
+                "ruleset_version": version,
+                "effects": effects,
+                "created_at": now,
+            }
+            for letter_id, rule, version, effects in hits
+        ],
+    )
+
+
+async def add_effects(session: AsyncSession, effects: Sequence[NewEffect]) -> None:
+    """Queue effects; a key already queued is left as it is, so replays never double an effect."""
+    if not effects:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "account_id": effect.account_id,
+            "letter_id": effect.letter_id,
+            "kind": effect.kind,
+            "target": effect.target,
+            "payload": effect.payload,
+            "idempotency_key": effect.key,
+            "seq": effect.seq,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for effect in effects
+    ]
+    stmt = _insert(session, OutboxItem).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    await session.execute(stmt, rows)
+
+
+async def set_letter_marks(
+    session: AsyncSession,
+    letter_id: int,
+    *,
+    marked_for_deletion: bool,
+    responsible_login: str | None,
+) -> None:
+    """Record what a decision says about the letter itself: deletion mark and Responsible."""
+    values: dict[str, Any] = {}
+    if marked_for_deletion:
+        values["marked_for_deletion"] = True
+    if responsible_login is not None:
+        values["responsible_login"] = responsible_login
+    if values:
+        values["updated_at"] = utcnow()
+        await session.execute(update(Letter).where(Letter.id == letter_id).values(**values))
+
+
+async def recent_forwards(session: AsyncSession, sender: str, *, since: datetime) -> int:
+    """Count forwards queued since a time for letters from one sender: the loop fuse's meter."""
+    found = await session.execute(
+        select(func.count())
+        .select_from(OutboxItem)
+        .join(Letter, Letter.id == OutboxItem.letter_id)
+        .where(
+            OutboxItem.kind == "forward",
+            OutboxItem.created_at >= since,
+            Letter.from_address == sender,
+        )
+    )
+    return int(found.scalar_one())
+
+
+async def moved_here(
+    session: AsyncSession, *, account_id: int, folder: str, sha256s: Sequence[str]
+) -> dict[str, int]:
+    """Find letters maild itself moved into this folder, by content: they are not new letters."""
+    if not sha256s:
+        return {}
+    found = await session.execute(
+        select(Letter.sha256, Letter.id)
+        .join(OutboxItem, OutboxItem.letter_id == Letter.id)
+        .where(
+            Letter.account_id == account_id,
+            Letter.sha256.in_(list(sha256s)),
+            OutboxItem.kind == "move",
+            OutboxItem.target == folder,
+        )
+        .order_by(Letter.id)
+    )
+    out: dict[str, int] = {}
+    for sha256, letter_id in found.all():
+        out.setdefault(sha256, int(letter_id))
+    return out
+
+
+async def relocate_letter(
+    session: AsyncSession, letter_id: int, *, folder_id: int, uidvalidity: int, uid: int
+) -> None:
+    """Point a letter at the folder and UID it now lives at."""
+    await session.execute(
+        update(Letter)
+        .where(Letter.id == letter_id)
+        .values(folder_id=folder_id, uidvalidity=uidvalidity, uid=uid, updated_at=utcnow())
+    )
+
+
+def _due(now: datetime) -> Any:
+    """The condition of a row that may be attempted now."""
+    return and_(
+        OutboxItem.status == "pending",
+        OutboxItem.next_attempt_at <= now,
+        or_(OutboxItem.locked_until.is_(None), OutboxItem.locked_until < now),
+    )
+
+
+async def claim_due(
+    session: AsyncSession, *, limit: int, lease_seconds: float
+) -> list[ClaimedItem]:
+    """Lease up to ``limit`` due rows, oldest first, for one attempt each."""
+    now = utcnow()
+    query = (
+        select(OutboxItem.id)
+        .where(_due(now))
+        .order_by(OutboxItem.letter_id, OutboxItem.seq, OutboxItem.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    ids = [int(row) for row in (await session.execute(query)).scalars()]
+    if not ids:
+        return []
+    await session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.id.in_(ids))
+        .values(
+            locked_until=now + timedelta(seconds=lease_seconds),
+            attempts=OutboxItem.attempts + 1,
+            updated_at=now,
+        )
+    )
+    rows = await session.execute(
+        select(
+            OutboxItem,
+            Account.name,
+            Folder.name,
+            Letter.uidvalidity,
+            Letter.uid,
+            Letter.message_id,
+            Letter.status,
+        )
+        .join(Account, Account.id == OutboxItem.account_id)
+        .outerjoin(Letter, Letter.id == OutboxItem.letter_id)
+        .outerjoin(Folder, Folder.id == Letter.folder_id)
+        .where(OutboxItem.id.in_(ids))
+        .order_by(OutboxItem.letter_id, OutboxItem.seq, OutboxItem.id)
+    )
+    return [
+        ClaimedItem(
+            id=item.id,
+            account=account,
+            letter_id=item.letter_id,
+            kind=item.kind,
+            target=item.target,
+            payload=dict(item.payload or {}),
+            seq=item.seq,
+            attempts=item.attempts,
+            folder=folder,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            message_id=message_id or "",
+            letter_status=status,
+        )
+        for item, account, folder, uidvalidity, uid, message_id, status in rows.all()
+    ]
+
+
+async def mark_done(session: AsyncSession, item_id: int, result: dict[str, Any]) -> None:
+    """Record an effect as performed."""
+    now = utcnow()
+    await session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.id == item_id)
+        .values(
+            status="done",
+            result=result,
+            locked_until=None,
+            last_error=None,
+            done_at=now,
+            updated_at=now,
+        )
+    )
+
+
+async def mark_retry(session: AsyncSession, item_id: int, error: str, at: datetime) -> None:
+    """Put an effect back to be tried again at a later time, keeping the reason."""
+    await session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.id == item_id)
+        .values(next_attempt_at=at, locked_until=None, last_error=error[:4000], updated_at=utcnow())
+    )
+
+
+async def release(session: AsyncSession, item_ids: Sequence[int]) -> None:
+    """Give claimed rows back untried (an earlier effect of their letter is not done yet)."""
+    if item_ids:
+        await session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.id.in_(list(item_ids)))
+            .values(locked_until=None, attempts=OutboxItem.attempts - 1, updated_at=utcnow())
+        )
+
+
+async def mark_dead(session: AsyncSession, item_id: int, reason: str) -> None:
+    """Park an effect that cannot succeed, with the reason, for an admin to look at."""
+    await session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.id == item_id)
+        .values(status="dead", locked_until=None, last_error=reason[:4000], updated_at=utcnow())
+    )
+
+
+IMAP_KINDS = ("add_flag", "remove_flag", "copy", "move")
+
+
+async def pending_before(session: AsyncSession, letter_id: int, seq: int) -> bool:
+    """Tell whether an earlier mailbox effect of the same letter is still pending."""
+    found = await session.execute(
+        select(func.count())
+        .select_from(OutboxItem)
+        .where(
+            OutboxItem.letter_id == letter_id,
+            OutboxItem.kind.in_(IMAP_KINDS),
+            OutboxItem.seq < seq,
+            OutboxItem.status == "pending",
+        )
+    )
+    return int(found.scalar_one()) > 0
+
+
+async def next_due_at(session: AsyncSession) -> datetime | None:
+    """Give when the earliest pending row becomes due, None when nothing is pending."""
+    found = await session.execute(
+        select(func.min(OutboxItem.next_attempt_at)).where(OutboxItem.status == "pending")
+    )
+    value: datetime | None = found.scalar_one_or_none()
+    return value
+
+
+async def list_items(
+    session: AsyncSession, *, status: str | None, limit: int
+) -> list[tuple[OutboxItem, str]]:
+    """List outbox rows, newest first, with their account's name."""
+    query = (
+        select(OutboxItem, Account.name)
+        .join(Account, Account.id == OutboxItem.account_id)
+        .order_by(OutboxItem.id.desc())
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(OutboxItem.status == status)
+    return [(item, name) for item, name in (await session.execute(query)).all()]
+
+
+async def revive(session: AsyncSession, item_ids: Sequence[int] | None) -> int:
+    """Make dead rows (all, or the given ones) pending again, due now; give how many."""
+    query = update(OutboxItem).where(OutboxItem.status == "dead")
+    if item_ids is not None:
+        query = query.where(OutboxItem.id.in_(list(item_ids)))
+    result = await session.execute(
+        query.values(
+            status="pending",
+            attempts=0,
+            next_attempt_at=utcnow(),
+            locked_until=None,
+            updated_at=utcnow(),
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def counts(session: AsyncSession) -> dict[str, int]:
+    """Count outbox rows by status."""
+    found = await session.execute(
+        select(OutboxItem.status, func.count()).group_by(OutboxItem.status)
+    )
+    return {status: int(n) for status, n in found.all()}

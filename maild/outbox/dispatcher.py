@@ -1,0 +1,414 @@
+"""The outbox dispatcher: performs queued effects (send, move, copy, flag) at most once each.
+
+It claims due rows with a lease, performs each, and records the outcome: done, retry later with
+exponential backoff (4xx replies, dropped connections, timeouts), or dead with the reason (5xx
+replies, a folder the server refuses, attempts used up). Mailbox effects of one letter run in
+order, so the letter leaves its folder last; a crash between performing and recording means the
+effect is performed again once, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from maild.core.decision import FORWARD_MODES
+from maild.db import outbox, repo
+from maild.db.tables import utcnow
+from maild.errors import (
+    ImapCommandError,
+    ImapConnectionError,
+    ImapError,
+    MaildError,
+    SmtpPermanentError,
+    SmtpTemporaryError,
+)
+from maild.ingest.imap import ImapEndpoint, ImapSession, connect
+from maild.logging import get_logger
+from maild.outbox.compose import Identity
+from maild.outbox.compose import forward as compose_forward
+from maild.outbox.smtp import SmtpSender
+from maild.settings import AccountConfig, Config
+
+log = get_logger(__name__)
+
+DELETED_FLAG = "\\Deleted"
+
+
+class Unperformable(MaildError):
+    """An effect that can never succeed as queued (no such account, letter gone): park it."""
+
+
+@dataclass
+class DispatchReport:
+    """What one pass of the dispatcher did, by outcome."""
+
+    done: int = 0
+    retried: int = 0
+    dead: int = 0
+    deferred: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: DispatchReport) -> None:
+        """Add another pass's counts to these."""
+        self.done += other.done
+        self.retried += other.retried
+        self.dead += other.dead
+        self.deferred += other.deferred
+        for kind, n in other.kinds.items():
+            self.kinds[kind] = self.kinds.get(kind, 0) + n
+
+
+EndpointFor = Callable[[AccountConfig], ImapEndpoint]
+Connect = Callable[[ImapEndpoint], Awaitable[ImapSession]]
+
+
+class Dispatcher:
+    """Claims and performs due outbox rows; one per maild process is enough."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        config: Config,
+        *,
+        endpoint_for: EndpointFor,
+        connect_imap: Connect = connect,
+    ) -> None:
+        self.sessions = sessions
+        self.config = config
+        self.settings = config.outbox
+        self._endpoint_for = endpoint_for
+        self._connect_imap = connect_imap
+        self._accounts = {account.name: account for account in config.accounts}
+        self._imap: dict[str, ImapSession] = {}
+        self._sender: SmtpSender | None = None
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Say new rows were queued, so the dispatcher looks now instead of at its next tick."""
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Log out of every connection the dispatcher opened."""
+        for session in self._imap.values():
+            await session.close()
+        self._imap.clear()
+        if self._sender is not None:
+            await self._sender.close()
+            self._sender = None
+
+    # -- passes ----------------------------------------------------------------------------
+
+    async def run_once(self) -> DispatchReport:
+        """Perform every row due now, in batches, and give the counts."""
+        report = DispatchReport()
+        while True:
+            async with self.sessions.begin() as session:
+                items = await outbox.claim_due(
+                    session,
+                    limit=self.settings.batch_size,
+                    lease_seconds=self.settings.lease_seconds,
+                )
+            if not items:
+                return report
+            for item in items:
+                await self._perform(item, report)
+
+    async def drain(self, budget: float) -> DispatchReport:
+        """Perform due rows, waiting for retries that fall due within ``budget`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        report = DispatchReport()
+        while True:
+            report.add(await self.run_once())
+            async with self.sessions() as session:
+                due = await outbox.next_due_at(session)
+            if due is None:
+                return report
+            wait = (due - utcnow()).total_seconds()
+            if loop.time() + max(wait, 0) > deadline:
+                return report
+            await asyncio.sleep(max(wait, 0.05))
+
+    async def run(self, stop: asyncio.Event, *, tick: float = 30.0) -> None:
+        """Dispatch until stopped: on every wake-up, and when the next retry falls due."""
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.run_once()
+                async with self.sessions() as session:
+                    due = await outbox.next_due_at(session)
+            except Exception as exc:  # the database may be away for a moment: try again later
+                log.warning("dispatcher_error", error=f"{type(exc).__name__}: {exc}")
+                due = None
+            wait = tick if due is None else min(tick, max((due - utcnow()).total_seconds(), 0.05))
+            await _wait_any(self._wake, stop, seconds=wait)
+            await self._idle_close()
+
+    async def _idle_close(self) -> None:
+        """Drop idle IMAP connections between passes, so accounts' connection limits are spared."""
+        if not self._wake.is_set():
+            for session in self._imap.values():
+                await session.close()
+            self._imap.clear()
+
+    # -- one row ---------------------------------------------------------------------------
+
+    async def _perform(self, item: outbox.ClaimedItem, report: DispatchReport) -> None:
+        """Perform one row and record its outcome."""
+        if await self._blocked(item):
+            async with self.sessions.begin() as session:
+                await outbox.release(session, [item.id])
+            report.deferred += 1
+            return
+        try:
+            result = await self._handler(item.kind)(item)
+        except (SmtpTemporaryError, ImapConnectionError, OSError, TimeoutError) as exc:
+            await self._retry_or_bury(item, _reason(exc), report)
+        except (SmtpPermanentError, ImapCommandError, Unperformable, ValueError) as exc:
+            await self._bury(item, _reason(exc), report)
+        except (
+            Exception
+        ) as exc:  # a fault of maild itself: retry, and park it when attempts run out
+            log.exception("outbox_fault", outbox_id=item.id, kind=item.kind)
+            await self._retry_or_bury(item, _reason(exc), report)
+        else:
+            async with self.sessions.begin() as session:
+                await outbox.mark_done(session, item.id, result)
+            report.done += 1
+            report.kinds[item.kind] = report.kinds.get(item.kind, 0) + 1
+            log.info(
+                "outbox",
+                outbox_id=item.id,
+                account=item.account,
+                letter_id=item.letter_id,
+                kind=item.kind,
+                target=item.target,
+                outcome="done",
+                attempt=item.attempts,
+            )
+
+    async def _blocked(self, item: outbox.ClaimedItem) -> bool:
+        """Tell whether an earlier mailbox effect of the same letter must be performed first."""
+        if item.letter_id is None or item.kind not in outbox.IMAP_KINDS:
+            return False
+        async with self.sessions() as session:
+            return await outbox.pending_before(session, item.letter_id, item.seq)
+
+    async def _retry_or_bury(
+        self, item: outbox.ClaimedItem, reason: str, report: DispatchReport
+    ) -> None:
+        """Schedule another attempt with backoff, or park the row when attempts are used up."""
+        if item.attempts >= self.settings.max_attempts:
+            await self._bury(item, f"gave up after {item.attempts} attempts: {reason}", report)
+            return
+        at = utcnow() + timedelta(seconds=self._backoff(item.attempts))
+        async with self.sessions.begin() as session:
+            await outbox.mark_retry(session, item.id, reason, at)
+        report.retried += 1
+        log.warning(
+            "outbox",
+            outbox_id=item.id,
+            account=item.account,
+            letter_id=item.letter_id,
+            kind=item.kind,
+            target=item.target,
+            outcome="retry",
+            attempt=item.attempts,
+            next_attempt_at=at.isoformat(),
+            error=reason,
+        )
+
+    async def _bury(self, item: outbox.ClaimedItem, reason: str, report: DispatchReport) -> None:
+        """Park a row as dead with the reason, for `maild outbox list` and an admin."""
+        async with self.sessions.begin() as session:
+            await outbox.mark_dead(session, item.id, reason)
+        report.dead += 1
+        log.error(
+            "outbox",
+            outbox_id=item.id,
+            account=item.account,
+            letter_id=item.letter_id,
+            kind=item.kind,
+            target=item.target,
+            outcome="dead",
+            attempt=item.attempts,
+            error=reason,
+        )
+
+    def _backoff(self, attempts: int) -> float:
+        """Exponential backoff with jitter, so a relay that is down is not hammered in step."""
+        base = self.settings.retry_base_seconds * 2.0 ** max(attempts - 1, 0)
+        jitter = random.uniform(0.8, 1.2)
+        return float(min(base, self.settings.retry_max_seconds) * jitter)
+
+    def _handler(self, kind: str) -> Callable[[outbox.ClaimedItem], Awaitable[dict[str, Any]]]:
+        """Pick the code that performs one kind of effect."""
+        handlers = {
+            "forward": self._forward,
+            "move": self._move,
+            "copy": self._copy,
+            "add_flag": self._add_flag,
+            "remove_flag": self._remove_flag,
+        }
+        handler = handlers.get(kind)
+        if handler is None:
+            raise Unperformable(f"unknown outbox kind {kind!r}")
+        return handler
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _forward(self, item: outbox.ClaimedItem) -> dict[str, Any]:
+        """Compose the forward from the stored raw letter and send it through the relay."""
+        account = self._account(item.account)
+        if item.letter_id is None:
+            raise Unperformable("a forward without a letter")
+        if item.letter_status == "oversize":
+            raise Unperformable(
+                "the letter is over daemon.max_letter_bytes: only its header is stored, "
+                "so it cannot be forwarded"
+            )
+        async with self.sessions() as session:
+            raw = await repo.letter_raw(session, item.letter_id)
+        mode = item.payload.get("mode", "attach")
+        if mode not in FORWARD_MODES:
+            raise Unperformable(f"unknown forward mode {mode!r}")
+        outgoing = compose_forward(
+            mode,
+            raw,
+            account=Identity(account.address, account.display_name or account.name),
+            to=item.target,
+        )
+        await self._smtp().send(
+            outgoing.raw, sender=outgoing.sender, recipients=outgoing.recipients
+        )
+        return {"to": item.target, "mode": mode, "bytes": len(outgoing.raw)}
+
+    def _smtp(self) -> SmtpSender:
+        """Give the relay connection, made on first use."""
+        if self._sender is None:
+            if self.config.smtp is None:
+                raise Unperformable("no [smtp] section in the config to send through")
+            self._sender = SmtpSender(self.config.smtp, timeout=self.settings.smtp_timeout_seconds)
+        return self._sender
+
+    # -- the mailbox -----------------------------------------------------------------------
+
+    async def _move(self, item: outbox.ClaimedItem) -> dict[str, Any]:
+        """Move the letter; into the deleted folder it first gets \\Deleted, which travels with it."""
+        if item.folder == item.target:
+            return {"folder": item.target, "already_there": True}
+        session, uid = await self._locate(item)
+        if uid is None:
+            return {"folder": item.target, "missing": True}
+        if item.payload.get("marks_deleted"):
+            await session.add_flags([uid], [DELETED_FLAG])
+        moved = await self._into_folder(
+            session, item.target, lambda: session.move([uid], item.target)
+        )
+        return {"folder": item.target, "uid": moved.get(uid)}
+
+    async def _copy(self, item: outbox.ClaimedItem) -> dict[str, Any]:
+        """Copy the letter into another folder."""
+        session, uid = await self._locate(item)
+        if uid is None:
+            return {"folder": item.target, "missing": True}
+        copied = await self._into_folder(
+            session, item.target, lambda: session.copy([uid], item.target)
+        )
+        return {"folder": item.target, "uid": copied.get(uid)}
+
+    async def _add_flag(self, item: outbox.ClaimedItem) -> dict[str, Any]:
+        """Set a flag or keyword on the letter."""
+        session, uid = await self._locate(item)
+        if uid is not None:
+            await session.add_flags([uid], [item.target])
+        return {"flag": item.target, "missing": uid is None}
+
+    async def _remove_flag(self, item: outbox.ClaimedItem) -> dict[str, Any]:
+        """Clear a flag or keyword on the letter."""
+        session, uid = await self._locate(item)
+        if uid is not None:
+            await session.remove_flags([uid], [item.target])
+        return {"flag": item.target, "missing": uid is None}
+
+    async def _into_folder(
+        self, session: ImapSession, folder: str, act: Callable[[], Awaitable[dict[int, int]]]
+    ) -> dict[int, int]:
+        """Copy or move into a folder, creating it when the server says it does not exist."""
+        try:
+            return await act()
+        except ImapCommandError as exc:
+            if not getattr(exc, "trycreate", False):
+                raise
+        await session.create_folder(folder)
+        log.info("folder_created", folder=folder)
+        return await act()
+
+    async def _locate(self, item: outbox.ClaimedItem) -> tuple[ImapSession, int | None]:
+        """Select the letter's folder and find its UID now; None when it is no longer there."""
+        if item.folder is None or item.uid is None:
+            raise Unperformable("the letter's folder is not known")
+        session = await self._session(item.account)
+        try:
+            status = await session.select(item.folder)
+            if status.uidvalidity == item.uidvalidity:
+                present = await session.sizes([item.uid])
+                return session, (item.uid if item.uid in present else None)
+            if not item.message_id:
+                return session, None
+            found = await session.search_message_id(item.message_id)
+            return session, (found[0] if found else None)
+        except ImapConnectionError:
+            await self._drop(item.account)
+            raise
+
+    async def _session(self, account_name: str) -> ImapSession:
+        """Give a logged-in session for the account, reconnecting when the last one broke."""
+        session = self._imap.get(account_name)
+        if session is not None and not session.broken:
+            return session
+        if session is not None:
+            await self._drop(account_name)
+        account = self._account(account_name)
+        session = await self._connect_imap(self._endpoint_for(account))
+        self._imap[account_name] = session
+        return session
+
+    async def _drop(self, account_name: str) -> None:
+        """Forget a broken session."""
+        session = self._imap.pop(account_name, None)
+        if session is not None:
+            await session.close()
+
+    def _account(self, name: str) -> AccountConfig:
+        """Find the account an effect belongs to in the config in force."""
+        account = self._accounts.get(name)
+        if account is None:
+            raise Unperformable(f"account {name!r} is no longer in the config")
+        return account
+
+
+def _reason(exc: BaseException) -> str:
+    """Render an error for the row's last_error and the log, without secrets."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, ImapError | SmtpTemporaryError | SmtpPermanentError):
+        return text[:4000]
+    return f"{type(exc).__name__}: {text}"[:4000]
+
+
+async def _wait_any(wake: asyncio.Event, stop: asyncio.Event, *, seconds: float) -> None:
+    """Sleep until woken, stopped, or the timeout passes."""
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
