@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import secrets
 import shutil
 import tempfile
@@ -67,8 +69,7 @@ display_name = "Corp Support"
 [[rules]]
 name = "invoices to accounting"
 accounts = ["sales"]
-match = {{ any = [ {{ header = "subject", contains = ["invoice", "счёт"] }},
-                  {{ attachment = "type", is = "application/pdf" }} ] }}
+match = {{ header = "subject", contains = ["invoice", "счёт"] }}
 actions = [ {{ forward = {{ to = "accounting@corp.example" }} }},
             {{ add_flag = "$Invoice" }},
             {{ set_responsible = "m.ivanova" }},
@@ -277,19 +278,16 @@ def _mailbox_summary(server: DovecotServer, relay: SmtpSink) -> list[str]:
     out = ["What the mail server and the relay now show:"]
     for user, folder in (("sales", "Invoices"), ("support", "Claims"), ("support", "Trash")):
         uids = server.uids(user, folder)
-        flags = sorted({flag for uid in uids for flag in server.flags(user, folder, uid)})
+        flags = sorted(
+            {flag for uid in uids for flag in server.flags(user, folder, uid)} - {"\\Recent"}
+        )
         out.append(
             f"   {user}/{folder}: {len(uids)} letter(s)"
             + (f", flags {' '.join(flags)}" if flags else "")
         )
     for mail in relay.messages:
-        subject = next(
-            (
-                line.split(b":", 1)[1].strip().decode("ascii", "replace")
-                for line in mail.content.splitlines()
-                if line.lower().startswith(b"subject:")
-            ),
-            "",
+        subject = str(
+            email.message_from_bytes(mail.content, policy=email.policy.default)["Subject"]
         )
         out.append(f"   relay got a forward to {', '.join(mail.rcpt_tos)}: {subject}")
     return out
