@@ -126,7 +126,8 @@ def forward_attach(
     ]
     if encoding != "7bit":
         headers.append(("Content-Transfer-Encoding", encoding))
-    headers += [("Auto-Submitted", "auto-generated"), (LOOP_HEADER, account.address)]
+    headers += [("Auto-Submitted", "auto-generated"), *_earlier_markers(letter, account)]
+    headers.append((LOOP_HEADER, account.address))
     crlf = b"\r\n"
     delimiter = b"--" + boundary.encode("ascii")
     note = _note_part(letter, account)
@@ -194,6 +195,19 @@ def forward_redirect(
         (LOOP_HEADER, account.address),
     ]
     return Outgoing(_header_block(headers, linesep) + raw, account.address, (_checked(to),))
+
+
+def _earlier_markers(letter: RawLetter, account: Identity) -> list[tuple[str, object]]:
+    """Carry the loop markers of earlier hops into a new letter, so a loop is seen in any mode."""
+    own = account.address.lower()
+    seen: set[str] = set()
+    out: list[tuple[str, object]] = []
+    for value in letter.values(LOOP_HEADER):
+        marker = one_line(value).strip("<> ").lower()
+        if _SAFE_ADDRESS.fullmatch(marker) and marker.isascii() and marker not in seen | {own}:
+            seen.add(marker)
+            out.append((LOOP_HEADER, marker))
+    return out
 
 
 def _checked(address: str) -> str:

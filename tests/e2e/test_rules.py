@@ -372,3 +372,42 @@ async def test_sighup_swaps_valid_rules_and_keeps_old_on_error(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+
+
+async def test_dry_run_replay_agrees_with_the_daemon(
+    dovecot: DovecotServer, tmp_path: Path, db_url: str
+) -> None:
+    """`rules replay` over the stored letters finds exactly the hits the daemon recorded."""
+    from datetime import UTC, datetime
+
+    from maild.dryrun.replay import Replayed, ReplayQuery, replay
+
+    inbox = unique_folder("In")
+    dovecot.create_folder("sales", inbox)
+    dovecot.append_many(
+        "sales",
+        inbox,
+        [
+            _letter(f"{word} {i}", body=word)
+            for i, word in enumerate(["invoice", "hello", "urgent"])
+        ],
+    )
+    rules = [
+        _rule("flag urgent", "urgent", {"add_flag": "flagged"}),
+        _rule("invoices", "invoice", {"add_flag": "$Invoice"}, stop=True),
+        {"name": "all", "actions": [{"add_flag": "$Seen-by-maild"}]},
+    ]
+    config = make_config(
+        dovecot, tmp_path, db_url, {"sales": [inbox]}, rules=rules, first_sync="process"
+    )
+    assert (await Daemon(config).run(once=True)).ok
+    daemon_hits = sorted((hit.letter_id, hit.rule) for hit in await _rows(db_url, RuleHit))
+    replayed: list[Replayed] = []
+    await replay(config, ReplayQuery(since=datetime(2000, 1, 1, tzinfo=UTC)), replayed.append)
+    dry_hits = sorted(
+        (item.letter_id, hit.rule)
+        for item in replayed
+        if item.decision is not None
+        for hit in item.decision.hits
+    )
+    assert dry_hits == daemon_hits and len(daemon_hits) == 4  # "invoices" stops

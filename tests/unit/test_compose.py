@@ -447,3 +447,19 @@ def test_message_type_is_not_needed() -> None:
     message = Message()
     message["Precedence"] = "bulk"
     assert is_auto_submitted(dict(message.items()))
+
+
+def test_attach_carries_earlier_loop_markers() -> None:
+    """A letter forwarded before keeps its markers in an attach forward, so a loop is seen."""
+    from maild.core.robots import has_loop_marker
+    from maild.outbox.compose import Identity, forward_attach
+
+    raw = (
+        b"From: a@client.example\r\nTo: support@corp.example\r\nSubject: hi\r\n"
+        b"X-Maild-Loop: sales@corp.example\r\nX-Maild-Loop: bad value\r\nBcc: x\r\n\r\nbody\r\n"
+    )
+    out = forward_attach(raw, account=Identity("support@corp.example"), to="sales@corp.example")
+    head = out.raw.split(b"\r\n\r\n", 1)[0]
+    assert has_loop_marker(head, "sales@corp.example")
+    assert has_loop_marker(head, "support@corp.example")
+    assert b"bad value" not in head
