@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -813,3 +814,53 @@ def test_every_condition_operator_and_action_is_documented() -> None:
         if f"`{name}`" not in rules_part
     ]
     assert not missing, f"missing from the Rules section of docs/config.md: {missing}"
+
+
+# ---------------------------------------------------------------- regex literal prefilter
+
+
+@pytest.mark.parametrize(
+    ("pattern", "flags", "expected"),
+    [
+        (r"order\s+#?35\d{4}", re.IGNORECASE, (("order", "35"), True)),
+        (r"^(re|fwd):\s*Quote\b", 0, (("Quote",), False)),
+        (r"Invoice\.(xlsx?|csv)$", 0, (("Invoice.",), False)),
+        (r"a|bcd", 0, ((), False)),
+        (r"(?i)HELLO", 0, (("hello",), True)),
+        (r"ab", 0, (("ab",), False)),
+        (r"x", 0, ((), False)),
+    ],
+)
+def test_required_literals(
+    pattern: str, flags: int, expected: tuple[tuple[str, ...], bool]
+) -> None:
+    """Only literal runs of the top-level sequence are required; groups and branches are not."""
+    from maild.rules.conditions import required_literals
+
+    assert required_literals(re.compile(pattern, flags)) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "pattern", "hit"),
+    [
+        ("Order  #351234 please", r"order\s+#?35\d{4}", True),
+        ("order 35 only", r"order\s+#?35\d{4}", False),
+        ("\u017ftatus: paid", r"status:\s+paid", True),  # long s matches s under IGNORECASE
+        ("\u0130nvoice attached", r"invoice\s+attached", True),  # dotted capital I matches i
+        ("\u0131nvoice attached", r"invoice\s+attached", True),  # dotless i matches i
+    ],
+)
+def test_regex_prefilter_keeps_ignorecase_semantics(body: str, pattern: str, hit: bool) -> None:
+    """The literal prefilter never hides a match re.IGNORECASE would find."""
+    assert bool(re.search(pattern, body, re.IGNORECASE)) is hit
+    ruleset = compile_rules(
+        [
+            RuleConfig(
+                name="r", match={"body": "text", "matches": pattern}, actions=[{"add_flag": "seen"}]
+            )
+        ],
+        {"sales": AccountInfo(("INBOX",), "Trash")},
+        source="t",
+    )
+    facts = LetterFacts(ParsedLetter(text=body), account="sales", folder="INBOX", size=10)
+    assert bool(evaluate(ruleset, facts).hits) is hit
