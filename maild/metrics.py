@@ -44,6 +44,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.outbox = Counter(
+            "maild_outbox_effects",
+            "Outbox effects attempted, by kind and outcome (done, retry, dead).",
+            ["account", "kind", "outcome"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         """Give the Prometheus text exposition."""
         return generate_latest(self.registry)

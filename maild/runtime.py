@@ -129,6 +129,7 @@ class Daemon:
             sessions,
             self.config,
             endpoint_for=lambda account: endpoint_for(account, timeout),
+            metrics=self.metrics,
         )
 
     async def _run_all(self, pollers: list[FolderPoller], *, once: bool) -> bool:

@@ -31,6 +31,7 @@ from maild.errors import (
 )
 from maild.ingest.imap import ImapEndpoint, ImapSession, connect
 from maild.logging import get_logger
+from maild.metrics import Metrics
 from maild.outbox.compose import Identity
 from maild.outbox.compose import forward as compose_forward
 from maild.outbox.smtp import SmtpSender
@@ -79,6 +80,7 @@ class Dispatcher:
         *,
         endpoint_for: EndpointFor,
         connect_imap: Connect = connect,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.config = config
@@ -89,6 +91,7 @@ class Dispatcher:
         self._imap: dict[str, ImapSession] = {}
         self._sender: SmtpSender | None = None
         self._wake = asyncio.Event()
+        self._metrics = metrics
 
     def wake(self) -> None:
         """Say new rows were queued, so the dispatcher looks now instead of at its next tick."""
@@ -183,6 +186,7 @@ class Dispatcher:
                 await outbox.mark_done(session, item.id, result)
             report.done += 1
             report.kinds[item.kind] = report.kinds.get(item.kind, 0) + 1
+            self._count(item, "done")
             log.info(
                 "outbox",
                 outbox_id=item.id,
@@ -212,6 +216,7 @@ class Dispatcher:
         async with self.sessions.begin() as session:
             await outbox.mark_retry(session, item.id, reason, at)
         report.retried += 1
+        self._count(item, "retry")
         log.warning(
             "outbox",
             outbox_id=item.id,
@@ -230,6 +235,7 @@ class Dispatcher:
         async with self.sessions.begin() as session:
             await outbox.mark_dead(session, item.id, reason)
         report.dead += 1
+        self._count(item, "dead")
         log.error(
             "outbox",
             outbox_id=item.id,
@@ -241,6 +247,11 @@ class Dispatcher:
             attempt=item.attempts,
             error=reason,
         )
+
+    def _count(self, item: outbox.ClaimedItem, outcome: str) -> None:
+        """Count an attempt's outcome for /metrics."""
+        if self._metrics is not None:
+            self._metrics.outbox.labels(item.account, item.kind, outcome).inc()
 
     def _backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter, so a relay that is down is not hammered in step."""

@@ -167,9 +167,14 @@ async def test_smtp_4xx_is_retried_and_sent_once(
         smtp_port=smtp_sink.port,
         first_sync="process",
     )
-    result = await Daemon(config).run(once=True)
+    daemon = Daemon(config)
+    result = await daemon.run(once=True)
     assert result.outbox is not None
     assert (result.outbox.done, result.outbox.retried, result.outbox.dead) == (1, 2, 0)
+    exposed = daemon.metrics.render().decode()
+    assert (
+        'maild_outbox_effects_total{account="sales",kind="forward",outcome="retry"} 2.0' in exposed
+    )
     assert len(smtp_sink.messages) == 1
     [item] = await _rows(db_url, OutboxItem)
     assert item.status == "done" and item.attempts == 3
