@@ -416,3 +416,43 @@ async def test_dry_run_replay_agrees_with_the_daemon(
         for hit in item.decision.hits
     )
     assert dry_hits == daemon_hits and len(daemon_hits) == 4  # "invoices" stops
+
+
+async def test_dead_forward_is_listed_and_retried(
+    dovecot: DovecotServer, tmp_path: Path, db_url: str, smtp_sink: SmtpSink
+) -> None:
+    """`outbox list` shows a dead forward with its reason; `outbox retry` sends it next run."""
+    from maild.runtime import list_outbox, retry_outbox
+
+    inbox = unique_folder("In")
+    dovecot.create_folder("sales", inbox)
+    dovecot.append_many("sales", inbox, [_letter("refused once")])
+    smtp_sink.fail_next(1, "550 5.7.1 relaying denied")
+    rules = [_rule("fwd", "refused", {"forward": {"to": FORWARD_TO}})]
+    config = make_config(
+        dovecot,
+        tmp_path,
+        db_url,
+        {"sales": [inbox]},
+        rules=rules,
+        smtp_port=smtp_sink.port,
+        first_sync="process",
+    )
+    await Daemon(config).run(once=True)
+    [dead] = await list_outbox(config, status="dead", limit=10)
+    assert dead.kind == "forward" and dead.target == FORWARD_TO and "550" in dead.last_error
+    assert await retry_outbox(config, [dead.id]) == 1
+    result = await Daemon(config).run(once=True)
+    assert result.outbox is not None and result.outbox.done == 1
+    assert len(smtp_sink.messages) == 1
+    assert await list_outbox(config, status="dead", limit=10) == []
+
+
+def test_outbox_retry_needs_ids_or_all_dead(tmp_path: Path) -> None:
+    """`maild outbox retry` with nothing to retry is a usage error, not a silent no-op."""
+    from click.testing import CliRunner
+
+    from maild.cli import main
+
+    result = CliRunner().invoke(main, ["outbox", "retry", "-c", str(tmp_path / "none.toml")])
+    assert result.exit_code == 2 and "--all-dead" in result.output
