@@ -101,10 +101,12 @@ class FolderStore:
         return (await self._transaction([raw_only]))[0]
 
     async def _transaction(self, batch: list[repo.NewLetter]) -> list[tuple[str, int | None]]:
-        """Run one transaction: re-match or insert each letter, then move the cursor past them."""
+        """Run one transaction: move the cursor past the letters, then re-match or insert each one."""
         results: dict[int, tuple[str, int | None]] = {}
         async with self.sessions.begin() as session:
-            folder = await repo.load_folder(session, self.folder_id)
+            folder = await repo.advance_and_load_folder(
+                session, self.folder_id, max(item.message.uid for item in batch)
+            )
             pending = batch
             if folder.uidvalidity_changes:
                 pending = []
@@ -127,9 +129,6 @@ class FolderStore:
                 results[item.message.uid] = (
                     (item.status, letter_id) if letter_id is not None else ("duplicate", None)
                 )
-            await repo.advance_cursor(
-                session, self.folder_id, max(item.message.uid for item in batch)
-            )
         return [results[item.message.uid] for item in batch]
 
     def _log(self, item: repo.NewLetter, outcome: str, letter_id: int | None) -> None:
