@@ -20,10 +20,18 @@ def redact_secrets(
 ) -> MutableMapping[str, Any]:
     """Mask any value whose key names a secret, so a stray bind never leaks a password."""
     for key in event_dict:
-        lowered = key.lower()
-        if lowered in SECRET_KEYS or lowered.endswith(("_password", "_token")):
+        secret = _SECRET_BY_KEY.get(key)
+        if secret is None:
+            lowered = key.lower()
+            secret = lowered in SECRET_KEYS or lowered.endswith(("_password", "_token"))
+            if len(_SECRET_BY_KEY) < 4096:  # keys come from code, but stay bounded anyway
+                _SECRET_BY_KEY[key] = secret
+        if secret:
             event_dict[key] = REDACTED
     return event_dict
+
+
+_SECRET_BY_KEY: dict[str, bool] = {}
 
 
 class _StderrLines:
