@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from maild.core.letter import FetchedMessage, ParsedLetter
 from maild.db import repo
 from maild.errors import ParseError
+from maild.ingest.parse import HashedLetter
 from maild.ingest.poller import Cursor
 from maild.ingest.workers import ParserPool
 from maild.logging import get_logger
@@ -78,7 +79,11 @@ class FolderStore:
     ) -> repo.NewLetter:
         """Decide a letter's status before it is stored."""
         status = "oversize" if message.headers_only else ("failed" if error else "stored")
-        return repo.NewLetter(message, parsed, status, error, repo.sha256_of(message.raw))
+        if isinstance(parsed, HashedLetter) and parsed.raw_sha256:
+            sha256 = parsed.raw_sha256  # hashed by the parser process, from these very bytes
+        else:
+            sha256 = repo.sha256_of(message.raw)
+        return repo.NewLetter(message, parsed, status, error, sha256)
 
     async def _store_alone(self, item: repo.NewLetter) -> tuple[str, int | None]:
         """Store one letter in its own transaction, keeping it raw if even that fails."""
