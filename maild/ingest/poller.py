@@ -23,9 +23,7 @@ log = get_logger(__name__)
 MAX_CHUNK_LETTERS = 150
 MAX_CHUNK_BYTES = 32 * 1024 * 1024
 QUEUE_CHUNKS = 2
-MAX_STORE_GROUP = 256
-MIN_STORE_GROUP = 64  # a transaction costs about as much event-loop CPU as storing 10 letters
-GROUP_WAIT = 0.25  # seconds a small group may wait for letters already being parsed
+MAX_STORE_GROUP = 64
 ONCE_ATTEMPTS = 3
 
 
@@ -264,33 +262,17 @@ class FolderPoller:
                     for _, pending in batch[position:]:
                         pending.cancel()
                     return
-                group = await self._next_group(batch, position)
+                group = [batch[position]]
+                await asyncio.wait({group[0][1]})
+                # Take along the following letters whose parse is already done, in order.
+                while (
+                    position + len(group) < len(batch)
+                    and len(group) < MAX_STORE_GROUP
+                    and batch[position + len(group)][1].done()
+                ):
+                    group.append(batch[position + len(group)])
                 await self._store_group(group)
                 position += len(group)
-
-    async def _next_group(
-        self, batch: list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]], position: int
-    ) -> list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]]:
-        """Take the next letter and the parsed ones after it; wait briefly while the group is small.
-
-        Each transaction has a fixed cost, so while letters of this chunk are still being
-        parsed a small group waits for them (a bounded time; it costs no CPU). A letter
-        arriving alone, as in IDLE, has nothing behind it and is stored at once.
-        """
-        await asyncio.wait({batch[position][1]})
-        end = position + 1
-        deadline = asyncio.get_running_loop().time() + GROUP_WAIT
-        while True:
-            # Take along the following letters whose parse is already done, in order.
-            limit = min(len(batch), position + MAX_STORE_GROUP)
-            while end < limit and batch[end][1].done():
-                end += 1
-            left = deadline - asyncio.get_running_loop().time()
-            if end >= limit or end - position >= MIN_STORE_GROUP or left <= 0:
-                return batch[position:end]
-            done, _ = await asyncio.wait({batch[end][1]}, timeout=left)
-            if not done or self.stop.is_set():
-                return batch[position:end]
 
     async def _store_group(
         self, group: list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]]
