@@ -468,7 +468,11 @@ def phase_daemon(spec: dict[str, Any]) -> dict[str, Any]:
     config = Config.model_validate(
         {
             "database": {"url": url, "migrate_on_start": True},
-            "daemon": {"health_listen": "", "first_sync": "record"},
+            "daemon": {
+                "health_listen": "",
+                "first_sync": "record",
+                "parse_workers": spec.get("parse_workers", 0),
+            },
             "accounts": [
                 {
                     "name": spec["user"],
@@ -635,6 +639,7 @@ def end_to_end(
         "password_file": str(password_file),
         "folder": FOLDER,
         "log_level": args.log_level,
+        "parse_workers": args.parse_workers,
         "profile": (
             str(Path(args.profile) / f"daemon-{label}-{uuid.uuid4().hex[:4]}.prof")
             if args.profile
@@ -869,6 +874,12 @@ def main() -> int:
         "--profile",
         metavar="DIR",
         help="cProfile maild's event loop thread in (c) into DIR (slows it down)",
+    )
+    parser.add_argument(
+        "--parse-workers",
+        type=int,
+        default=0,
+        help="daemon.parse_workers during (c); 0 (the default) is maild's own default",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     parser.add_argument("--phase", nargs=3, help=argparse.SUPPRESS)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -17,15 +19,69 @@ def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """Mask any value whose key names a secret, so a stray bind never leaks a password."""
-    for key in list(event_dict):
-        if key.lower() in SECRET_KEYS or key.lower().endswith(("_password", "_token")):
+    for key in event_dict:
+        secret = _SECRET_BY_KEY.get(key)
+        if secret is None:
+            lowered = key.lower()
+            secret = lowered in SECRET_KEYS or lowered.endswith(("_password", "_token"))
+            if len(_SECRET_BY_KEY) < 4096:  # keys come from code, but stay bounded anyway
+                _SECRET_BY_KEY[key] = secret
+        if secret:
             event_dict[key] = REDACTED
     return event_dict
 
 
+_SECRET_BY_KEY: dict[str, bool] = {}
+
+
+class _StderrLines:
+    """Write maild's own rendered events straight to stderr, one line each.
+
+    The stdlib route (a LogRecord, a handler and a formatter per event) cost about as much as
+    the rest of storing a letter; maild's events need none of it. Other libraries' records
+    still go through the stdlib handler with the same processors.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    def msg(self, line: str) -> None:
+        """Write one rendered event; stderr is looked up each time, so a redirect is followed."""
+        with self._lock:
+            sys.stderr.write(line + "\n")
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _stderr_lines(*args: Any) -> _StderrLines:
+    """Make the writer for one named logger (structlog passes get_logger's arguments)."""
+    return _StderrLines(str(args[0]) if args else "")
+
+
+def _fallback(value: Any) -> Any:
+    """Render what JSON cannot hold as structlog does: ``__structlog__()`` if defined, else repr."""
+    custom = getattr(value, "__structlog__", None)
+    return custom() if callable(custom) else repr(value)
+
+
+def _json_serializer() -> Any:
+    """Build one reusable encoder: json.dumps with ``default`` makes a new encoder per event."""
+    encoder = jsonlib.JSONEncoder(default=_fallback)
+
+    def dumps(event_dict: Any, **_kw: Any) -> str:
+        return encoder.encode(event_dict)
+
+    return dumps
+
+
 def configure(level: str = "INFO", *, json: bool | None = None) -> None:
-    """Route structlog and stdlib logging through one formatter; called only from the CLI."""
+    """Route structlog and stdlib logging through one set of processors; called only from the CLI."""
     use_json = (not sys.stderr.isatty()) if json is None else json
+    threshold = logging.getLevelName(level.upper())
+    if not isinstance(threshold, int):
+        raise ValueError(f"unknown log level {level!r}")
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -34,14 +90,15 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
         redact_secrets,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_serializer())
         if use_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    # maild's events: a level below the threshold is a bound no-op method, nothing is built.
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        logger_factory=_stderr_lines,
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -56,7 +113,7 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(threshold)
     # aioimaplib logs whole letters and auth blobs at DEBUG: never let it below INFO.
     logging.getLogger("aioimaplib").setLevel(max(logging.INFO, root.level))
     for noisy in ("asyncio", "sqlalchemy.engine", "alembic"):
@@ -65,4 +122,4 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
 
 def get_logger(name: str) -> Any:
     """Give a structlog logger bound to a module name."""
-    return structlog.stdlib.get_logger(name)
+    return structlog.get_logger(name)

@@ -11,6 +11,7 @@ from maild.core.letter import FetchedMessage, ParsedLetter
 from maild.db import outbox, repo
 from maild.decide import Decider, StoredLetter
 from maild.errors import ParseError
+from maild.ingest.parse import HashedLetter
 from maild.ingest.poller import Cursor
 from maild.ingest.workers import ParserPool
 from maild.logging import get_logger
@@ -81,7 +82,11 @@ class FolderStore:
     ) -> repo.NewLetter:
         """Decide a letter's status before it is stored."""
         status = "oversize" if message.headers_only else ("failed" if error else "stored")
-        return repo.NewLetter(message, parsed, status, error, repo.sha256_of(message.raw))
+        if isinstance(parsed, HashedLetter) and parsed.raw_sha256:
+            sha256 = parsed.raw_sha256  # hashed by the parser process, from these very bytes
+        else:
+            sha256 = repo.sha256_of(message.raw)
+        return repo.NewLetter(message, parsed, status, error, sha256)
 
     async def _store_alone(self, item: repo.NewLetter) -> tuple[str, int | None]:
         """Store one letter in its own transaction, keeping it raw if even that fails."""
@@ -104,11 +109,13 @@ class FolderStore:
         return (await self._transaction([raw_only]))[0]
 
     async def _transaction(self, batch: list[repo.NewLetter]) -> list[tuple[str, int | None]]:
-        """Run one transaction: re-match or insert each letter, then move the cursor past them."""
+        """Run one transaction: move the cursor past the letters, then re-match or insert each one."""
         results: dict[int, tuple[str, int | None]] = {}
         queued = 0
         async with self.sessions.begin() as session:
-            folder = await repo.load_folder(session, self.folder_id)
+            folder = await repo.advance_and_load_folder(
+                session, self.folder_id, max(item.message.uid for item in batch)
+            )
             pending = batch
             if folder.uidvalidity_changes:
                 pending = []
@@ -136,9 +143,6 @@ class FolderStore:
                 queued += await self.decider.apply(
                     session, folder.account_id, _decidable(pending, ids)
                 )
-            await repo.advance_cursor(
-                session, self.folder_id, max(item.message.uid for item in batch)
-            )
         if queued and self.on_queued is not None:
             self.on_queued()
         return [results[item.message.uid] for item in batch]

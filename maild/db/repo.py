@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +33,20 @@ def _insert(session: AsyncSession, table: Any) -> Any:
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _cached(session: AsyncSession, name: str, build: Any) -> Any:
+    """Build a statement once per dialect: building and hashing one costs more than a small group."""
+    key = (session.get_bind().dialect.name, name)
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _STATEMENTS[key] = build(
+            _insert(session, Letter.__table__), _insert(session, Attachment.__table__)
+        )
+    return stmt
 
 
 async def upsert_account(
@@ -85,6 +99,35 @@ async def load_folder(session: AsyncSession, folder_id: int) -> FolderRow:
     row = (await session.execute(select(Folder).where(Folder.id == folder_id))).scalar_one()
     return FolderRow(
         id=row.id,
+        account_id=row.account_id,
+        uidvalidity=row.uidvalidity,
+        last_uid=row.last_uid,
+        first_sync_done=row.first_sync_done,
+        uidvalidity_changes=row.uidvalidity_changes,
+    )
+
+
+async def advance_and_load_folder(session: AsyncSession, folder_id: int, uid: int) -> FolderRow:
+    """Move the cursor forward to ``uid`` and read the folder in one statement, at a group's start.
+
+    One round trip instead of a read and an update per transaction; the update also takes the
+    folder row's lock first, and it rolls back with the rest if the group fails.
+    """
+    stmt = (
+        update(Folder)
+        .where(Folder.id == folder_id)
+        .values(last_uid=case((Folder.last_uid < uid, uid), else_=Folder.last_uid))
+        .returning(
+            Folder.account_id,
+            Folder.uidvalidity,
+            Folder.last_uid,
+            Folder.first_sync_done,
+            Folder.uidvalidity_changes,
+        )
+    )
+    row = (await session.execute(stmt)).one()
+    return FolderRow(
+        id=folder_id,
         account_id=row.account_id,
         uidvalidity=row.uidvalidity,
         last_uid=row.last_uid,
@@ -211,10 +254,12 @@ async def insert_letters(
     if not items:
         return {}
     table = Letter.__table__
-    stmt = (
-        _insert(session, table)
-        .on_conflict_do_nothing(index_elements=["folder_id", "uidvalidity", "uid"])
-        .returning(table.c.id, table.c.uid)
+    stmt = _cached(
+        session,
+        "insert_letters",
+        lambda letters, _: letters.on_conflict_do_nothing(
+            index_elements=["folder_id", "uidvalidity", "uid"]
+        ).returning(table.c.id, table.c.uid),
     )
     rows = [_letter_row(folder, item, first_sync) for item in items]
     result = await session.execute(stmt, rows)
@@ -249,7 +294,7 @@ async def insert_attachments(
         for item in parsed.attachments
     ]
     if rows:
-        await session.execute(_insert(session, Attachment.__table__), rows)
+        await session.execute(_cached(session, "insert_attachments", lambda _, a: a), rows)
 
 
 def sha256_of(raw: bytes) -> str:

@@ -6,14 +6,16 @@ import base64
 import binascii
 import hashlib
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import mailparser
 
 from maild.core.letter import Address, AttachmentInfo, ParsedLetter
 from maild.errors import ParseError
 
+_Letter = TypeVar("_Letter", bound=ParsedLetter)
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _MAX_HEADER_VALUE = 4000
 
@@ -132,11 +134,28 @@ def _headers(mail: Any) -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class HashedLetter(ParsedLetter):
+    """A parsed letter with the SHA-256 of its raw bytes, hashed in the parser process, not the loop."""
+
+    raw_sha256: str = ""
+
+
 def parse_letter(raw: bytes) -> ParsedLetter:
     """Parse one raw letter; any failure becomes ParseError so the caller keeps it raw."""
+    return _parse(raw, ParsedLetter)
+
+
+def parse_and_hash(raw: bytes) -> HashedLetter:
+    """Parse one raw letter and hash its bytes, both off the event loop; raise ParseError as parse_letter."""
+    return _parse(raw, HashedLetter, raw_sha256=hashlib.sha256(raw).hexdigest())
+
+
+def _parse(raw: bytes, kind: type[_Letter], **extra: Any) -> _Letter:
+    """Build a ``kind`` from mail-parser's reading of ``raw``; any failure becomes ParseError."""
     try:
         mail = mailparser.parse_from_bytes(raw)
-        return ParsedLetter(
+        return kind(
             message_id=_first_id(mail.message_id),
             in_reply_to=_first_id(mail.in_reply_to),
             references=_message_ids(mail.references),
@@ -151,6 +170,7 @@ def parse_letter(raw: bytes) -> ParsedLetter:
             attachments=_attachments(mail.attachments),
             defects=_defects(mail),
             headers=_headers(mail),
+            **extra,
         )
     except RecursionError as exc:
         raise ParseError("letter is nested too deeply to parse") from exc
@@ -158,12 +178,12 @@ def parse_letter(raw: bytes) -> ParsedLetter:
         raise ParseError(f"cannot parse letter: {type(exc).__name__}: {exc}") from exc
 
 
-def parse_many(raws: list[bytes]) -> list[ParsedLetter | str]:
-    """Parse several letters in one worker call (one round trip), a failure becoming its reason."""
-    out: list[ParsedLetter | str] = []
+def parse_many(raws: list[bytes]) -> list[HashedLetter | str]:
+    """Parse and hash several letters in one worker call (one round trip), a failure becoming its reason."""
+    out: list[HashedLetter | str] = []
     for raw in raws:
         try:
-            out.append(parse_letter(raw))
+            out.append(parse_and_hash(raw))
         except ParseError as exc:
             out.append(str(exc))
     return out
