@@ -176,9 +176,7 @@ class Dispatcher:
             await self._retry_or_bury(item, _reason(exc), report)
         except (SmtpPermanentError, ImapCommandError, Unperformable, ValueError) as exc:
             await self._bury(item, _reason(exc), report)
-        except (
-            Exception
-        ) as exc:  # a fault of maild itself: retry, and park it when attempts run out
+        except Exception as exc:  # a fault of maild itself: retry, park it when attempts run out
             log.exception("outbox_fault", outbox_id=item.id, kind=item.kind)
             await self._retry_or_bury(item, _reason(exc), report)
         else:
@@ -186,17 +184,7 @@ class Dispatcher:
                 await outbox.mark_done(session, item.id, result)
             report.done += 1
             report.kinds[item.kind] = report.kinds.get(item.kind, 0) + 1
-            self._count(item, "done")
-            log.info(
-                "outbox",
-                outbox_id=item.id,
-                account=item.account,
-                letter_id=item.letter_id,
-                kind=item.kind,
-                target=item.target,
-                outcome="done",
-                attempt=item.attempts,
-            )
+            self._outcome(item, "done")
 
     async def _blocked(self, item: outbox.ClaimedItem) -> bool:
         """Tell whether an earlier mailbox effect of the same letter must be performed first."""
@@ -216,42 +204,31 @@ class Dispatcher:
         async with self.sessions.begin() as session:
             await outbox.mark_retry(session, item.id, reason, at)
         report.retried += 1
-        self._count(item, "retry")
-        log.warning(
-            "outbox",
-            outbox_id=item.id,
-            account=item.account,
-            letter_id=item.letter_id,
-            kind=item.kind,
-            target=item.target,
-            outcome="retry",
-            attempt=item.attempts,
-            next_attempt_at=at.isoformat(),
-            error=reason,
-        )
+        self._outcome(item, "retry", error=reason, next_attempt_at=at.isoformat())
 
     async def _bury(self, item: outbox.ClaimedItem, reason: str, report: DispatchReport) -> None:
         """Park a row as dead with the reason, for `maild outbox list` and an admin."""
         async with self.sessions.begin() as session:
             await outbox.mark_dead(session, item.id, reason)
         report.dead += 1
-        self._count(item, "dead")
-        log.error(
+        self._outcome(item, "dead", error=reason)
+
+    def _outcome(self, item: outbox.ClaimedItem, outcome: str, **extra: str) -> None:
+        """Log an attempt's outcome (one `outbox` line) and count it for /metrics."""
+        if self._metrics is not None:
+            self._metrics.outbox.labels(item.account, item.kind, outcome).inc()
+        level = {"done": log.info, "retry": log.warning}.get(outcome, log.error)
+        level(
             "outbox",
             outbox_id=item.id,
             account=item.account,
             letter_id=item.letter_id,
             kind=item.kind,
             target=item.target,
-            outcome="dead",
+            outcome=outcome,
             attempt=item.attempts,
-            error=reason,
+            **extra,
         )
-
-    def _count(self, item: outbox.ClaimedItem, outcome: str) -> None:
-        """Count an attempt's outcome for /metrics."""
-        if self._metrics is not None:
-            self._metrics.outbox.labels(item.account, item.kind, outcome).inc()
 
     def _backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter, so a relay that is down is not hammered in step."""

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from maild.db.engine import create_engine, session_factory
 from maild.db.tables import Letter, OutboxItem, RuleHit
 from maild.runtime import Daemon
+from maild.settings import Config
 from maild.testing.dovecot import DovecotServer
 from maild.testing.samples import SALES, letter
 from maild.testing.smtp import SmtpSink
@@ -32,6 +33,26 @@ async def _rows(db_url: str, model: Any) -> list[Any]:
             return list((await session.execute(select(model).order_by(model.id))).scalars())
     finally:
         await engine.dispose()
+
+
+def _sales(
+    dovecot: DovecotServer,
+    tmp_path: Path,
+    db_url: str,
+    inbox: str,
+    rules: list[dict[str, Any]],
+    smtp_port: int,
+) -> Config:
+    """Config for the sales account watching one folder, relaying through the test sink."""
+    return make_config(
+        dovecot,
+        tmp_path,
+        db_url,
+        {"sales": [inbox]},
+        rules=rules,
+        smtp_port=smtp_port,
+        first_sync="process",
+    )
 
 
 def _rule(name: str, subject: str, *actions: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -119,15 +140,7 @@ async def test_forward_in_each_mode_arrives(
             {"forward": {"to": "redirect@elsewhere.example", "mode": "redirect"}},
         )
     ]
-    config = make_config(
-        dovecot,
-        tmp_path,
-        db_url,
-        {"sales": [inbox]},
-        rules=rules,
-        smtp_port=smtp_sink.port,
-        first_sync="process",
-    )
+    config = _sales(dovecot, tmp_path, db_url, inbox, rules, smtp_sink.port)
     result = await Daemon(config).run(once=True)
     assert result.outbox is not None and result.outbox.done == 3
     by_rcpt = {mail.rcpt_tos[0]: mail for mail in smtp_sink.messages}
@@ -158,15 +171,7 @@ async def test_smtp_4xx_is_retried_and_sent_once(
     dovecot.append_many("sales", inbox, [_letter("retry me")])
     smtp_sink.fail_next(2, "451 4.3.0 try again later")
     rules = [_rule("fwd", "retry", {"forward": {"to": FORWARD_TO}})]
-    config = make_config(
-        dovecot,
-        tmp_path,
-        db_url,
-        {"sales": [inbox]},
-        rules=rules,
-        smtp_port=smtp_sink.port,
-        first_sync="process",
-    )
+    config = _sales(dovecot, tmp_path, db_url, inbox, rules, smtp_sink.port)
     daemon = Daemon(config)
     result = await daemon.run(once=True)
     assert result.outbox is not None
@@ -189,15 +194,7 @@ async def test_smtp_5xx_parks_the_row_dead(
     dovecot.append_many("sales", inbox, [_letter("refuse me")])
     smtp_sink.fail_next(5, "550 5.1.1 no such user")
     rules = [_rule("fwd", "refuse", {"forward": {"to": FORWARD_TO}})]
-    config = make_config(
-        dovecot,
-        tmp_path,
-        db_url,
-        {"sales": [inbox]},
-        rules=rules,
-        smtp_port=smtp_sink.port,
-        first_sync="process",
-    )
+    config = _sales(dovecot, tmp_path, db_url, inbox, rules, smtp_sink.port)
     result = await Daemon(config).run(once=True)
     assert result.outbox is not None and result.outbox.dead == 1
     assert smtp_sink.messages == []
@@ -429,15 +426,7 @@ async def test_dead_forward_is_listed_and_retried(
     dovecot.append_many("sales", inbox, [_letter("refused once")])
     smtp_sink.fail_next(1, "550 5.7.1 relaying denied")
     rules = [_rule("fwd", "refused", {"forward": {"to": FORWARD_TO}})]
-    config = make_config(
-        dovecot,
-        tmp_path,
-        db_url,
-        {"sales": [inbox]},
-        rules=rules,
-        smtp_port=smtp_sink.port,
-        first_sync="process",
-    )
+    config = _sales(dovecot, tmp_path, db_url, inbox, rules, smtp_sink.port)
     await Daemon(config).run(once=True)
     [dead] = await list_outbox(config, status="dead", limit=10)
     assert dead.kind == "forward" and dead.target == FORWARD_TO and "550" in dead.last_error

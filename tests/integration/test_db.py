@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from maild.core.letter import FetchedMessage
 from maild.db import migrate, repo
-from maild.db.engine import create_engine, session_factory
+from maild.db.engine import create_engine
 from maild.db.tables import Attachment, Base, Folder, Letter
 from maild.errors import ParseError, SchemaOutOfDate
 from maild.ingest.parse import parse_letter
@@ -24,19 +23,6 @@ from maild.settings import Config
 from maild.testing.samples import MALFORMED, demo_mailboxes
 
 pytestmark = pytest.mark.usefixtures("db_url")
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(db_url)
-    await migrate.upgrade(engine)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return session_factory(engine)
 
 
 def config_for(accounts: int = 1, folders: int = 1) -> Config:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.core.letter import FetchedMessage
-from maild.db import migrate, outbox
-from maild.db.engine import create_engine, session_factory
+from maild.db import outbox
 from maild.db.tables import Letter, OutboxItem, RuleHit, utcnow
 from maild.decide import Decider, RulesHolder
 from maild.ingest.parse import parse_letter
@@ -21,19 +19,6 @@ from maild.settings import Config
 from maild.testing.samples import SALES, letter
 
 pytestmark = pytest.mark.usefixtures("db_url")
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(db_url)
-    await migrate.upgrade(engine)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return session_factory(engine)
 
 
 def config_with(rules: list[dict[str, Any]], **outbox_keys: Any) -> Config:
