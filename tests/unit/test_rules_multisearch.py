@@ -113,7 +113,7 @@ def test_regex_prefilter_folds_like_ignorecase(text: str, pattern: str) -> None:
 
 
 def test_fold_for_regex_maps_the_three_characters() -> None:
-    """İ, ı and ſ fold to the ASCII letters re.IGNORECASE matches them with."""
+    """Dotted capital I, dotless i and long s fold to the ASCII letters IGNORECASE matches."""
     assert fold_for_regex("\u0130\u0131\u017fA") == "iisa"
 
 
