@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from maild.core.decision import AccountInfo
 from maild.errors import ConfigError
@@ -43,9 +44,12 @@ def compile_rules(
     problems: list[str] = []
     compiled: list[CompiledRule] = []
     first_use: dict[str, int] = {}
+    shared: dict[object, Any] = {}
     for index, rule in enumerate(rules):
         prefix = f"rules[{index}] ({json.dumps(rule.name, ensure_ascii=False)})"
-        ctx = BuildContext(accounts=accounts, rule_accounts=_rule_accounts(rule, accounts))
+        ctx = BuildContext(
+            accounts=accounts, rule_accounts=_rule_accounts(rule, accounts), shared=shared
+        )
         folded = rule.name.casefold()
         if folded in first_use:
             ctx.problem("name", f"the name is already used by rules[{first_use[folded]}]")

@@ -41,11 +41,16 @@ class CompiledAction:
 
 @dataclass
 class BuildContext:
-    """What a factory needs while compiling one rule: the accounts, and where to put problems."""
+    """What a factory needs while compiling one rule: the accounts, and where to put problems.
+
+    ``shared`` is one dict for every rule of a rule set, so conditions of different rules can
+    pool work done once per letter (the needles searched for in each view of the letter).
+    """
 
     accounts: Mapping[str, AccountInfo]
     rule_accounts: tuple[str, ...]
     problems: list[tuple[str, str]] = field(default_factory=list)
+    shared: dict[object, Any] = field(default_factory=dict)
 
     def problem(self, path: str, message: str) -> None:
         """Record a problem at a rule-relative path (``match.all[0].matches``)."""

@@ -823,12 +823,13 @@ def test_every_condition_operator_and_action_is_documented() -> None:
     ("pattern", "flags", "expected"),
     [
         (r"order\s+#?35\d{4}", re.IGNORECASE, (("order", "35"), True)),
-        (r"^(re|fwd):\s*Quote\b", 0, (("Quote",), False)),
+        (r"^(re|fwd):\s*Quote\b", 0, (("Quote", ":"), False)),
         (r"Invoice\.(xlsx?|csv)$", 0, (("Invoice.",), False)),
         (r"a|bcd", 0, ((), False)),
         (r"(?i)HELLO", 0, (("hello",), True)),
         (r"ab", 0, (("ab",), False)),
-        (r"x", 0, ((), False)),
+        (r"x", 0, (("x",), False)),
+        (r"order\s+#?5\d{4}", re.IGNORECASE, (("order", "5"), True)),
     ],
 )
 def test_required_literals(
