@@ -45,7 +45,12 @@ def _fail(exc: BaseException | str) -> NoReturn:
 
 @click.group()
 @click.version_option(__version__, prog_name="maild")
-@click.option("--log-level", default="INFO", show_default=True, help="DEBUG, INFO, WARNING, ERROR.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
 @click.option(
     "--log-format",
     type=click.Choice(["auto", "json", "console"]),
@@ -74,10 +79,11 @@ def run(config_path: Path, once: bool) -> None:
     except (KeyboardInterrupt, asyncio.CancelledError):
         click.echo("maild: stopped at once by a second signal", err=True)
         sys.exit(130)
-    if result.outbox is not None and (result.outbox.retried or result.outbox.dead):
+    left = result.outbox_left
+    if left.get("pending") or left.get("dead"):
         click.echo(
-            f"maild: outbox: {result.outbox.done} done, {result.outbox.retried} to retry later, "
-            f"{result.outbox.dead} dead (see `maild outbox list`)",
+            f"maild: outbox: {left.get('pending', 0)} effects still pending (performed by the "
+            f"next run), {left.get('dead', 0)} dead; see `maild outbox list`",
             err=True,
         )
     if not result.ok:
@@ -296,9 +302,10 @@ def outbox_list(config_path: Path, status: str, limit: int) -> None:
         click.echo("outbox: nothing to show")
     for row in rows:
         letter = f"letter {row.letter_id}" if row.letter_id is not None else "no letter"
+        when = {"pending": "next attempt", "done": "done"}.get(row.status, "given up")
         click.echo(
             f"{row.id:>6} {row.status:<7} {row.account} {letter} {row.kind} -> {row.target} "
-            f"(attempts {row.attempts}, next {row.next_attempt_at})"
+            f"(attempts {row.attempts}, {when} {row.when})"
         )
         if row.last_error:
             click.echo(f"       last error: {row.last_error}")
@@ -312,15 +319,22 @@ def outbox_retry(config_path: Path, ids: tuple[int, ...], all_dead: bool) -> Non
     """Make dead rows pending again; the daemon (or the next `run --once`) performs them."""
     from maild.runtime import retry_outbox
 
-    if not ids and not all_dead:
-        click.echo("maild: give outbox ids, or --all-dead", err=True)
+    if bool(ids) == all_dead:
+        click.echo("maild: give outbox ids, or --all-dead (not both)", err=True)
         sys.exit(2)
     config = _load(config_path, check_secrets=False)
     try:
         count = asyncio.run(retry_outbox(config, None if all_dead else list(ids)))
     except MaildError as exc:
         _fail(exc)
-    click.echo(f"outbox: {count} dead rows pending again")
+    click.echo(f"outbox: {count} dead {'row' if count == 1 else 'rows'} pending again")
+    if ids and count < len(ids):
+        click.echo(
+            f"maild: {len(ids) - count} of the ids given are not dead rows (done, pending or "
+            "unknown); see `maild outbox list`",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @main.command()

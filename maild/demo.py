@@ -345,7 +345,7 @@ async def _database_summary(url: str) -> list[str]:
                     out.append(f"        reason: {error[:100]}")
                 if defects:
                     out.append(
-                        f"        flagged, {len(defects)} parse defect(s): {defects[0][:90]}"
+                        f"        stored with {len(defects)} parse defect(s): {defects[0][:90]}"
                     )
     finally:
         await engine.dispose()

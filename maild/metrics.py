@@ -51,6 +51,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.outbox_rows = Gauge(
+            "maild_outbox_rows",
+            "Outbox rows by status (pending, done, dead), read after each dispatcher pass.",
+            ["status"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         """Give the Prometheus text exposition."""
         return generate_latest(self.registry)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -14,7 +15,9 @@ from maild.core.status import StatusBoard
 from maild.db import migrate
 from maild.db import outbox as outbox_db
 from maild.db.engine import create_engine, session_factory
+from maild.db.tables import OutboxItem
 from maild.decide import Decider, RulesHolder
+from maild.dryrun.replay import open_read_only
 from maild.errors import ConfigError
 from maild.health import HealthServer
 from maild.ingest.imap import ImapEndpoint
@@ -37,6 +40,7 @@ class RunResult:
     status: StatusBoard = field(default_factory=StatusBoard)
     health_port: int | None = None
     outbox: DispatchReport | None = None
+    outbox_left: dict[str, int] = field(default_factory=dict)
 
 
 async def open_database(config: Config) -> AsyncEngine:
@@ -112,6 +116,8 @@ class Daemon:
             result.ok = await self._run_all(pollers, once=once)
             if once:
                 result.outbox = await self.dispatcher.drain(self.config.outbox.once_drain_seconds)
+                async with sessions() as session:
+                    result.outbox_left = await outbox_db.counts(session)
         finally:
             if self.dispatcher is not None:
                 await self.dispatcher.close()
@@ -319,13 +325,13 @@ class OutboxRow:
     target: str
     status: str
     attempts: int
-    next_attempt_at: str
+    when: str
     last_error: str
 
 
 async def list_outbox(config: Config, *, status: str | None, limit: int) -> list[OutboxRow]:
-    """Read outbox rows, newest first, for the CLI."""
-    engine = await open_database(config)
+    """Read outbox rows, newest first, for the CLI; never creates or migrates a database."""
+    engine = await open_read_only(config)
     try:
         async with session_factory(engine)() as session:
             rows = await outbox_db.list_items(session, status=status, limit=limit)
@@ -340,16 +346,25 @@ async def list_outbox(config: Config, *, status: str | None, limit: int) -> list
             target=item.target,
             status=item.status,
             attempts=item.attempts,
-            next_attempt_at=item.next_attempt_at.isoformat(timespec="seconds"),
+            when=_when(item).isoformat(timespec="seconds"),
             last_error=item.last_error or "",
         )
         for item, account in rows
     ]
 
 
+def _when(item: OutboxItem) -> datetime:
+    """Give the time that matters for a row: its next attempt, when it was done or given up."""
+    if item.status == "pending":
+        return item.next_attempt_at
+    if item.status == "done" and item.done_at is not None:
+        return item.done_at
+    return item.updated_at
+
+
 async def retry_outbox(config: Config, ids: list[int] | None) -> int:
     """Make dead outbox rows pending again so the next pass performs them; give how many."""
-    engine = await open_database(config)
+    engine = await open_read_only(config)
     try:
         async with session_factory(engine).begin() as session:
             return await outbox_db.revive(session, ids)

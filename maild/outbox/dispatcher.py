@@ -147,6 +147,9 @@ class Dispatcher:
                 await self.run_once()
                 async with self.sessions() as session:
                     due = await outbox.next_due_at(session)
+                    if self._metrics is not None:
+                        for status, count in (await outbox.counts(session)).items():
+                            self._metrics.outbox_rows.labels(status).set(count)
             except Exception as exc:  # the database may be away for a moment: try again later
                 log.warning("dispatcher_error", error=f"{type(exc).__name__}: {exc}")
                 due = None

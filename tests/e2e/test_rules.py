@@ -197,6 +197,7 @@ async def test_smtp_5xx_parks_the_row_dead(
     config = _sales(dovecot, tmp_path, db_url, inbox, rules, smtp_sink.port)
     result = await Daemon(config).run(once=True)
     assert result.outbox is not None and result.outbox.dead == 1
+    assert result.outbox_left == {"dead": 1}
     assert smtp_sink.messages == []
     [item] = await _rows(db_url, OutboxItem)
     assert item.status == "dead" and "550" in (item.last_error or "")
@@ -445,3 +446,13 @@ def test_outbox_retry_needs_ids_or_all_dead(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(main, ["outbox", "retry", "-c", str(tmp_path / "none.toml")])
     assert result.exit_code == 2 and "--all-dead" in result.output
+
+
+def test_unknown_log_level_is_a_usage_error(tmp_path: Path) -> None:
+    """A mistyped --log-level is refused with the choices, not a traceback."""
+    from click.testing import CliRunner
+
+    from maild.cli import main
+
+    result = CliRunner().invoke(main, ["--log-level", "LOUD", "check-config", "-c", "x.toml"])
+    assert result.exit_code == 2 and "debug" in result.output.lower()
