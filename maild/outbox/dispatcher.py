@@ -298,11 +298,17 @@ class Dispatcher:
         session, uid = await self._locate(item)
         if uid is None:
             return {"folder": item.target, "missing": True}
-        if item.payload.get("marks_deleted"):
+        marks = bool(item.payload.get("marks_deleted"))
+        if marks:
             await session.add_flags([uid], [DELETED_FLAG])
-        moved = await self._into_folder(
-            session, item.target, lambda: session.move([uid], item.target)
-        )
+        try:
+            moved = await self._into_folder(
+                session, item.target, lambda: session.move([uid], item.target)
+            )
+        except ImapCommandError:
+            if marks:  # the letter stays where it is: it must not be left marked for expunge
+                await session.remove_flags([uid], [DELETED_FLAG])
+            raise
         return {"folder": item.target, "uid": moved.get(uid)}
 
     async def _copy(self, item: outbox.ClaimedItem) -> dict[str, Any]:

@@ -456,3 +456,26 @@ def test_unknown_log_level_is_a_usage_error(tmp_path: Path) -> None:
 
     result = CliRunner().invoke(main, ["--log-level", "LOUD", "check-config", "-c", "x.toml"])
     assert result.exit_code == 2 and "debug" in result.output.lower()
+
+
+async def test_refused_move_to_deleted_leaves_no_deleted_flag(
+    dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    """A move the server refuses is parked dead, and the letter is not left flagged \\Deleted."""
+    inbox = unique_folder("In")
+    dovecot.create_folder("sales", inbox)
+    dovecot.append_many("sales", inbox, [_letter("spam offer")])
+    bad = "~Trash"  # a name the server refuses to create
+    config = make_config(
+        dovecot,
+        tmp_path,
+        f"sqlite+aiosqlite:///{tmp_path / 'm.db'}",
+        {"sales": [inbox]},
+        rules=[_rule("spam", "spam", {"move": bad})],
+        deleted=bad,
+        first_sync="process",
+    )
+    result = await Daemon(config).run(once=True)
+    assert result.outbox is not None and result.outbox.dead == 1
+    [uid] = dovecot.uids("sales", inbox)
+    assert "\\Deleted" not in dovecot.flags("sales", inbox, uid)
