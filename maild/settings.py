@@ -199,6 +199,27 @@ class FoldersConfig(_Model):
         return value
 
 
+class LeadsConfig(_Model):
+    """Which of an account's letters are leads: none, those of every watched folder, or chosen ones."""
+
+    source: Literal["off", "all", "selected"] = "off"
+    folders: list[Stripped] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _folders_fit_source(self) -> LeadsConfig:
+        if self.source == "selected" and not self.folders:
+            raise ValueError('source = "selected" needs at least one folder in folders')
+        if self.source != "selected" and self.folders:
+            raise ValueError(f'folders is used only with source = "selected", not "{self.source}"')
+        if len(set(self.folders)) != len(self.folders):
+            raise ValueError("a folder is listed twice")
+        return self
+
+    def is_source(self, folder: str) -> bool:
+        """Tell whether new letters in this folder count as leads."""
+        return self.source == "all" or (self.source == "selected" and folder in self.folders)
+
+
 class AccountConfig(_Model):
     """One shared mailbox (sales@, support@) that maild watches."""
 
@@ -211,6 +232,19 @@ class AccountConfig(_Model):
     enabled: bool = True
     imap: ImapConfig
     folders: FoldersConfig = Field(default_factory=FoldersConfig)
+    leads: LeadsConfig = Field(default_factory=LeadsConfig)
+
+    def lead_folders(self) -> list[str]:
+        """Give the watched folders whose new letters count as leads."""
+        return [folder for folder in self.folders.watch if self.leads.is_source(folder)]
+
+
+class ScenarioConfig(_Model):
+    """A CRM scenario ("My sales", "Support") and the lead folders of each account it shows."""
+
+    name: Stripped = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
+    title: Stripped = ""
+    leads_from: dict[str, list[Stripped]] = Field(default_factory=dict)
 
 
 class Config(_Model):
@@ -222,6 +256,7 @@ class Config(_Model):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     accounts: list[AccountConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
+    scenarios: list[ScenarioConfig] = Field(default_factory=list)
     _ruleset: RuleSet | None = PrivateAttr(default=None)
 
     @property
@@ -243,6 +278,19 @@ class Config(_Model):
         if duplicates:
             raise ValueError(f"account names must be unique, repeated: {', '.join(duplicates)}")
         return value
+
+    @field_validator("scenarios")
+    @classmethod
+    def _unique_scenarios(cls, value: list[ScenarioConfig]) -> list[ScenarioConfig]:
+        names = [scenario.name for scenario in value]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"scenario names must be unique, repeated: {', '.join(duplicates)}")
+        return value
+
+    def account(self, name: str) -> AccountConfig | None:
+        """Find an account by name."""
+        return next((account for account in self.accounts if account.name == name), None)
 
     def database_url(self) -> str:
         """Give the database URL, the environment's MAILD_DATABASE_URL winning over the file."""
@@ -304,9 +352,9 @@ def load_config(path: Path, *, check_secrets: bool = True) -> Config:
             source=str(path),
         )
     )
-    forward_problems = _forward_needs_smtp(path, config)
-    if forward_problems:
-        raise ConfigError(forward_problems)
+    cross_problems = _forward_needs_smtp(path, config) + lead_problems(path, config)
+    if cross_problems:
+        raise ConfigError(cross_problems)
     if check_secrets:
         secret_problems = _secret_problems(path, config)
         if secret_problems:
@@ -325,6 +373,36 @@ def _forward_needs_smtp(path: Path, config: Config) -> list[str]:
         for j, action in enumerate(rule.actions)
         if "forward" in action
     ]
+
+
+def lead_problems(path: Path | str, config: Config) -> list[str]:
+    """Check lead folders are watched and scenarios show only lead folders of real accounts."""
+    problems = []
+    for i, account in enumerate(config.accounts):
+        for j, folder in enumerate(account.leads.folders):
+            if folder not in account.folders.watch:
+                problems.append(
+                    f'{path}: accounts[{i}].leads.folders[{j}]: folder "{folder}" is not watched '
+                    f"(add it to accounts[{i}].folders.watch)"
+                )
+    for i, scenario in enumerate(config.scenarios):
+        for name, folders in scenario.leads_from.items():
+            where = f"{path}: scenarios[{i}].leads_from.{name}"
+            owner = config.account(name)
+            if owner is None:
+                problems.append(f'{where}: no account is named "{name}"')
+                continue
+            if owner.leads.source == "off":
+                problems.append(f'{where}: account "{name}" has leads.source = "off"')
+                continue
+            sources = owner.lead_folders()
+            for j, folder in enumerate(folders):
+                if folder not in sources:
+                    problems.append(
+                        f'{where}[{j}]: folder "{folder}" is not a lead-source folder of '
+                        f'account "{name}" (those are: {", ".join(sources) or "none"})'
+                    )
+    return problems
 
 
 def _secret_problems(path: Path, config: Config) -> list[str]:

@@ -96,6 +96,7 @@ class Folder(Base):
     first_sync_done: Mapped[bool] = mapped_column(Boolean, default=False)
     uidvalidity_changes: Mapped[int] = mapped_column(Integer, default=0)
     last_synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    lead_source: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
@@ -140,6 +141,19 @@ class Letter(Base):
     first_sync: Mapped[bool] = mapped_column(Boolean, default=False)
     marked_for_deletion: Mapped[bool] = mapped_column(Boolean, default=False)
     responsible_login: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lead_id: Mapped[int | None] = mapped_column(
+        ForeignKey("leads.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    lead_reason: Mapped[str] = mapped_column(String(500), default="")
+    potential_client_id: Mapped[int | None] = mapped_column(
+        ForeignKey("potential_clients.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    client_id: Mapped[int | None] = mapped_column(
+        ForeignKey("clients.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    contact_person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contact_persons.id", ondelete="SET NULL"), nullable=True, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
@@ -208,5 +222,132 @@ class OutboxItem(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
+
+LEAD_STATUSES = ("new", "accepted", "rejected", "converted")
+CLIENT_KINDS = ("legal", "individual")
+
+
+class Client(Base):
+    """A client of the business: a legal entity (with contact persons) or an individual."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), default="individual")
+    name: Mapped[str] = mapped_column(String(500), default="")
+    name_key: Mapped[str] = mapped_column(String(500), default="", index=True)
+    email: Mapped[str] = mapped_column(String(320), default="", index=True)
+    phone: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ContactPerson(Base):
+    """A person at a client (legal entity) that letters come from."""
+
+    __tablename__ = "contact_persons"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    full_name: Mapped[str] = mapped_column(String(500), default="")
+    email: Mapped[str] = mapped_column(String(320), default="", index=True)
+    phone: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class PotentialClient(Base):
+    """Someone who wrote in but is not a client yet; keeps a link to what it was converted into."""
+
+    __tablename__ = "potential_clients"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    full_name: Mapped[str] = mapped_column(String(500), default="")
+    company: Mapped[str] = mapped_column(String(500), default="")
+    email: Mapped[str] = mapped_column(String(320), default="", index=True)
+    phone: Mapped[str] = mapped_column(String(64), default="")
+    first_letter_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    client_id: Mapped[int | None] = mapped_column(
+        ForeignKey("clients.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    contact_person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contact_persons.id", ondelete="SET NULL"), nullable=True
+    )
+    converted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Lead(Base):
+    """A request (lead): the letter that opened it, its thread's letters point back at it."""
+
+    __tablename__ = "leads"
+    __table_args__ = (
+        UniqueConstraint("number"),
+        Index("ix_leads_folder_id_status", "folder_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    number: Mapped[int] = mapped_column(BigInteger)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folders.id", ondelete="CASCADE"))
+    first_letter_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    sender_address: Mapped[str] = mapped_column(String(320), default="")
+    sender_name: Mapped[str] = mapped_column(String(500), default="")
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    responsible_login: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    potential_client_id: Mapped[int | None] = mapped_column(
+        ForeignKey("potential_clients.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    client_id: Mapped[int | None] = mapped_column(
+        ForeignKey("clients.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    contact_person_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contact_persons.id", ondelete="SET NULL"), nullable=True
+    )
+    status_changed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    status_scenario: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Scenario(Base):
+    """A CRM workplace scenario ("My sales", "Support") that shows leads from chosen folders."""
+
+    __tablename__ = "scenarios"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ScenarioFolder(Base):
+    """One folder whose leads a scenario shows."""
+
+    __tablename__ = "scenario_folders"
+
+    scenario_id: Mapped[int] = mapped_column(
+        ForeignKey("scenarios.id", ondelete="CASCADE"), primary_key=True
+    )
+    folder_id: Mapped[int] = mapped_column(
+        ForeignKey("folders.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Setting(Base):
+    """A flag shared with the CRM, such as whether potential clients are in use."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+USE_POTENTIAL_CLIENTS = "use_potential_clients"
 
 OWNED_TABLES = frozenset(Base.metadata.tables)

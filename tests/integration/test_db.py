@@ -68,6 +68,30 @@ ALL_SAMPLES = [raw for raws in demo_mailboxes().values() for raw in raws]
 SAMPLES = [raw for raw in ALL_SAMPLES if raw != MALFORMED["nested too deep"]]
 
 
+INLINE_LETTER_LINKS = {
+    ("lead_id", "leads", "SET NULL"),
+    ("potential_client_id", "potential_clients", "SET NULL"),
+    ("client_id", "clients", "SET NULL"),
+    ("contact_person_id", "contact_persons", "SET NULL"),
+}
+
+
+def _inline_letter_fk(item: Any) -> bool:
+    """Tell a drift item SQLite's reflection invents for the foreign keys 0004 adds inline."""
+    if item[0] not in ("add_fk", "remove_fk"):
+        return False
+    fk = item[1]
+    columns = {column.name for column in fk.columns}
+    return fk.table.name == "letters" and bool(columns & {c for c, _, _ in INLINE_LETTER_LINKS})
+
+
+def _letter_links(sync_conn: Any) -> set[tuple[str, str, str]]:
+    """Read the foreign keys SQLite really enforces on the letters' lead and party columns."""
+    rows = sync_conn.exec_driver_sql("PRAGMA foreign_key_list(letters)").all()
+    links = {c for c, _, _ in INLINE_LETTER_LINKS}
+    return {(row[3], row[2], row[6]) for row in rows if row[3] in links}
+
+
 async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
     """After `db upgrade` the schema equals the models: no drift for autogenerate to find."""
 
@@ -78,7 +102,11 @@ async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
         return list(compare_metadata(context, Base.metadata))
 
     async with engine.connect() as conn:
-        assert await conn.run_sync(diff) == []
+        drift = await conn.run_sync(diff)
+        if engine.dialect.name == "sqlite":
+            drift = [d for d in drift if not _inline_letter_fk(d)]
+            assert await conn.run_sync(_letter_links) == INLINE_LETTER_LINKS
+        assert drift == []
     assert await migrate.current_revision(engine) == migrate.head_revision()
     await migrate.upgrade(engine)  # a second upgrade is a no-op
     await migrate.require_current(engine)
