@@ -337,6 +337,11 @@ def outbox_retry(config_path: Path, ids: tuple[int, ...], all_dead: bool) -> Non
         sys.exit(1)
 
 
+@main.group()
+def leads() -> None:
+    """Leads (requests): list them by scenario, reject them, switch potential clients off or on."""
+
+
 @main.command()
 @click.option(
     "--workdir",
