@@ -342,6 +342,101 @@ def leads() -> None:
     """Leads (requests): list them by scenario, reject them, switch potential clients off or on."""
 
 
+@leads.command("list")
+@CONFIG_OPTION
+@click.option("--scenario", required=True, help="Show the leads this scenario shows.")
+@click.option(
+    "--status",
+    type=click.Choice(["new", "accepted", "rejected", "converted", "all"]),
+    default="all",
+    show_default=True,
+)
+@click.option("--limit", type=int, default=100, show_default=True)
+def leads_list(config_path: Path, scenario: str, status: str, limit: int) -> None:
+    """List the leads a scenario shows, newest first."""
+    from maild.dryrun.report import printable, shorten
+    from maild.leads.service import leads_in_scenario
+    from maild.runtime import with_database
+
+    config = _load(config_path, check_secrets=False)
+    wanted = None if status == "all" else status
+    try:
+        rows = asyncio.run(
+            with_database(
+                config, lambda s: leads_in_scenario(s, scenario, status=wanted, limit=limit)
+            )
+        )
+    except MaildError as exc:
+        _fail(exc)
+    if not rows:
+        click.echo(f"scenario {scenario}: no leads" + (f" with status {wanted}" if wanted else ""))
+    for row in rows:
+        who = f"{row.sender_name} <{row.sender_address}>" if row.sender_name else row.sender_address
+        click.echo(
+            f"#{row.number:<6} {row.status:<9} {row.account}/{printable(row.folder)} "
+            f"{row.created_at:%Y-%m-%d %H:%M} {printable(who)}: {shorten(row.subject)}"
+        )
+        click.echo(
+            f"        responsible {row.responsible_login or '-'}, {row.letters} "
+            f"{'letter' if row.letters == 1 else 'letters'}; {printable(row.reason)}"
+        )
+
+
+@leads.command("reject")
+@CONFIG_OPTION
+@click.argument("number", type=int)
+@click.option("--by", "by", required=True, help="The login of the user who rejects it.")
+@click.option("--scenario", required=True, help="The scenario it is rejected in.")
+def leads_reject(config_path: Path, number: int, by: str, scenario: str) -> None:
+    """Reject a lead; the rejecting user becomes its responsible, to show who rejected it."""
+    from maild.leads.service import reject_lead
+    from maild.runtime import with_database
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        done = asyncio.run(
+            with_database(config, lambda s: reject_lead(s, number, by=by, scenario=scenario))
+        )
+    except MaildError as exc:
+        _fail(exc)
+    click.echo(
+        f"lead #{done.number}: rejected by {done.by} in scenario {done.scenario} "
+        f"(was {done.previous_status}); responsible is now {done.by}"
+    )
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("address")
+@click.option("--limit", type=int, default=100, show_default=True)
+def sender(config_path: Path, address: str, limit: int) -> None:
+    """Show who an address is (contact person, client or potential client) and all their letters."""
+    from maild.dryrun.report import printable, shorten
+    from maild.leads.service import sender_letters
+    from maild.runtime import with_database
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        report = asyncio.run(
+            with_database(config, lambda s: sender_letters(s, address, limit=limit))
+        )
+    except MaildError as exc:
+        _fail(exc)
+    if report.party is None:
+        click.echo(f"{report.address}: no contact person, client or potential client")
+    else:
+        click.echo(f"{report.address}: {printable(report.party.describe())}")
+    if not report.letters:
+        click.echo("no letters")
+    for letter in report.letters:
+        when = f"{letter.when:%Y-%m-%d %H:%M}" if letter.when else "????-??-?? ??:??"
+        lead = f" [lead #{letter.lead_number}]" if letter.lead_number else ""
+        click.echo(
+            f"{letter.id:>7} {when} {letter.account}/{printable(letter.folder)} "
+            f"{letter.from_address}: {shorten(letter.subject)}{lead}"
+        )
+
+
 @main.command()
 @click.option(
     "--workdir",

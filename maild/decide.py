@@ -26,15 +26,17 @@ from maild.core.decision import (
 )
 from maild.core.letter import ParsedLetter
 from maild.db import outbox
+from maild.db.flags import use_potential_clients
 from maild.db.tables import utcnow
 from maild.dryrun.trial import decide
+from maild.leads.book import LeadBook, LeadOutcome
 from maild.logging import get_logger
 from maild.rules.engine import RuleSet
 
 log = get_logger(__name__)
 
 # The order effects of one letter are performed in: the letter leaves its folder last.
-_ORDER = {Forward: 0, SetResponsible: 0, AddFlag: 1, RemoveFlag: 1, Copy: 2, Move: 3}
+_ORDER = {Forward: 0, AddFlag: 1, RemoveFlag: 1, Copy: 2, Move: 3}
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Decider:
     account: str
     folder: str
     forward_fuse_per_hour: int = 20
+    leads: LeadBook | None = None
 
     def decide(self, letter: StoredLetter) -> Decision:
         """Evaluate the rules in force on one letter; pure, the same call as the dry run."""
@@ -73,13 +76,32 @@ class Decider:
         )
 
     async def apply(
-        self, session: AsyncSession, account_id: int, letters: Sequence[StoredLetter]
+        self,
+        session: AsyncSession,
+        account_id: int,
+        letters: Sequence[StoredLetter],
+        *,
+        folder_id: int = 0,
     ) -> int:
         """Decide each letter and record the outcome in the open transaction; give effects queued."""
         queued = 0
+        leads = self.leads if self.leads is not None and self.leads.policy.enabled else None
+        potential = await use_potential_clients(session) if leads and letters else True
         for letter in letters:
             decision = self.decide(letter)
             queued += await self._record(session, account_id, letter, decision)
+            if leads is not None:
+                outcome = await leads.record(
+                    session,
+                    account_id=account_id,
+                    folder_id=folder_id,
+                    letter_id=letter.letter_id,
+                    letter=letter.parsed,
+                    decision=decision,
+                    responsible=_responsible(decision.effects),
+                    use_potential_clients=potential,
+                )
+                self._log_lead(letter, outcome)
         return queued
 
     async def _record(
@@ -97,14 +119,11 @@ class Decider:
         ]
         await outbox.record_hits(session, hits)
         effects, fused = await self._fuse(session, letter, _settle_moves(decision.effects))
-        responsible = next(
-            (e.login for e in reversed(effects) if isinstance(e, SetResponsible)), None
-        )
         await outbox.set_letter_marks(
             session,
             letter.letter_id,
             marked_for_deletion=decision.marks_deleted,
-            responsible_login=responsible,
+            responsible_login=_responsible(effects),
         )
         rows = [
             row
@@ -146,15 +165,16 @@ class Decider:
 
     def _row(self, account_id: int, letter_id: int, effect: Effect) -> outbox.NewEffect | None:
         """Turn an effect into its outbox row; effects done in the database itself need none."""
-        if isinstance(effect, SetResponsible):
-            return None
-        target = (
-            effect.to
-            if isinstance(effect, Forward)
-            else effect.folder
-            if isinstance(effect, Move | Copy)
-            else effect.flag
-        )
+        # Effects done in the database itself (responsible, lead marks) need no row.
+        match effect:
+            case Forward(to=target):
+                pass
+            case Move(folder=target) | Copy(folder=target):
+                pass
+            case AddFlag(flag=target) | RemoveFlag(flag=target):
+                pass
+            case _:
+                return None
         return outbox.NewEffect(
             account_id=account_id,
             letter_id=letter_id,
@@ -163,6 +183,19 @@ class Decider:
             payload=effect.as_dict(),
             key=f"letter:{letter_id}:{effect.key()}",
             seq=_ORDER[type(effect)],
+        )
+
+    def _log_lead(self, letter: StoredLetter, outcome: LeadOutcome) -> None:
+        """Say what lead detection did with the letter and why."""
+        log.info(
+            "lead",
+            account=self.account,
+            folder=self.folder,
+            letter_id=letter.letter_id,
+            outcome=outcome.action,
+            number=outcome.number,
+            reason=outcome.reason,
+            party=outcome.party,
         )
 
     def _log(self, letter: StoredLetter, decision: Decision, queued: int, fused: int) -> None:
@@ -188,6 +221,11 @@ class Decider:
             queued=queued,
             fused=fused,
         )
+
+
+def _responsible(effects: Sequence[Effect]) -> str | None:
+    """Give the login the last set_responsible names, if any."""
+    return next((e.login for e in reversed(effects) if isinstance(e, SetResponsible)), None)
 
 
 def _settle_moves(effects: Sequence[Effect]) -> list[Effect]:

@@ -8,6 +8,7 @@ MaildError
 │   ├── ImapConnectionError    connect, TLS, timeout, drop: throw the connection away
 │   ├── ImapAuthError          the server refused the login: an admin must act
 │   └── ImapCommandError       the server answered NO/BAD to a command
+├── LeadError              a lead or scenario asked for does not exist, or cannot change so
 ├── ParseError             a letter could not be parsed (kept raw and flagged)
 └── SmtpError              the relay did not take a letter; carries ``code`` and the reply
     ├── SmtpTemporaryError     4xx, connect, TLS, timeout, drop, login: try again later
@@ -60,6 +61,10 @@ class ImapCommandError(ImapError):
     def trycreate(self) -> bool:
         """Tell whether the target folder is missing, so creating it and retrying may work."""
         return self.code == "TRYCREATE"
+
+
+class LeadError(MaildError):
+    """A lead or scenario named by a command does not exist, or the change asked for cannot be made."""
 
 
 class ParseError(MaildError):

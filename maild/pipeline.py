@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.core.letter import FetchedMessage, ParsedLetter
+from maild.db import leads as leads_db
 from maild.db import outbox, repo
 from maild.decide import Decider, StoredLetter
 from maild.errors import ParseError
@@ -141,7 +142,7 @@ class FolderStore:
                 )
             if self.decider is not None and not first_sync:
                 queued += await self.decider.apply(
-                    session, folder.account_id, _decidable(pending, ids)
+                    session, folder.account_id, _decidable(pending, ids), folder_id=folder.id
                 )
         if queued and self.on_queued is not None:
             self.on_queued()
@@ -229,6 +230,14 @@ async def prepare_folders(
                 ids[(account.name, folder)] = await repo.ensure_folder(
                     session, account_id=account_id, name=folder
                 )
+            await leads_db.mark_lead_folders(
+                session, account_id, account.folders.watch, account.lead_folders()
+            )
+        await leads_db.sync_scenarios(
+            session,
+            {s.name: (s.title, s.leads_from) for s in config.scenarios},
+            ids,
+        )
     return ids
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -23,6 +25,8 @@ from maild.health import HealthServer
 from maild.ingest.imap import ImapEndpoint
 from maild.ingest.poller import FolderPoller, PollOptions
 from maild.ingest.workers import ParserPool
+from maild.leads.book import LeadBook
+from maild.leads.policy import lead_policy
 from maild.logging import get_logger
 from maild.metrics import Metrics
 from maild.outbox.dispatcher import Dispatcher, DispatchReport
@@ -30,6 +34,7 @@ from maild.pipeline import FolderStore, RetryReport, prepare_folders, retry_fail
 from maild.settings import AccountConfig, Config, load_config
 
 log = get_logger(__name__)
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -201,6 +206,7 @@ class Daemon:
                         account.name,
                         folder,
                         forward_fuse_per_hour=self.config.outbox.forward_fuse_per_hour,
+                        leads=LeadBook(lead_policy(account), folder),
                     ),
                     on_queued=self.dispatcher.wake if self.dispatcher is not None else None,
                 )
@@ -368,5 +374,16 @@ async def retry_outbox(config: Config, ids: list[int] | None) -> int:
     try:
         async with session_factory(engine).begin() as session:
             return await outbox_db.revive(session, ids)
+    finally:
+        await engine.dispose()
+
+
+async def with_database(
+    config: Config, use: Callable[[async_sessionmaker[AsyncSession]], Awaitable[_T]]
+) -> _T:
+    """Run one CLI query or change on the existing database; never creates or migrates it."""
+    engine = await open_read_only(config)
+    try:
+        return await use(session_factory(engine))
     finally:
         await engine.dispose()

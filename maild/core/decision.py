@@ -114,7 +114,37 @@ class SetResponsible:
         return {"kind": self.kind, "login": self.login}
 
 
-Effect = Forward | Move | Copy | AddFlag | RemoveFlag | SetResponsible
+@dataclass(frozen=True, slots=True)
+class MarkLead:
+    """Count the letter as a lead even where its folder is not a lead source."""
+
+    kind: ClassVar[str] = "mark_lead"
+
+    def key(self) -> str:
+        """Name this effect stably, for the outbox idempotency key."""
+        return self.kind
+
+    def as_dict(self) -> dict[str, Any]:
+        """Give the JSON shape recorded in the audit trail."""
+        return {"kind": self.kind}
+
+
+@dataclass(frozen=True, slots=True)
+class NotLead:
+    """Never count the letter as a lead, even in a lead-source folder."""
+
+    kind: ClassVar[str] = "not_lead"
+
+    def key(self) -> str:
+        """Name this effect stably, for the outbox idempotency key."""
+        return self.kind
+
+    def as_dict(self) -> dict[str, Any]:
+        """Give the JSON shape recorded in the audit trail."""
+        return {"kind": self.kind}
+
+
+Effect = Forward | Move | Copy | AddFlag | RemoveFlag | SetResponsible | MarkLead | NotLead
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +192,15 @@ class Decision:
     def marks_deleted(self) -> bool:
         """Tell whether an effect moves the letter into its account's deleted folder."""
         return any(isinstance(effect, Move) and effect.marks_deleted for effect in self.effects)
+
+    @property
+    def lead_override(self) -> tuple[bool, str] | None:
+        """Give the last rule's say on whether the letter is a lead, and that rule's name."""
+        for result in reversed(self.hits):
+            for effect in reversed(result.effects):
+                if isinstance(effect, MarkLead | NotLead):
+                    return isinstance(effect, MarkLead), result.rule
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         """Give the JSON shape recorded in the audit trail."""

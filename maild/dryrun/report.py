@@ -12,7 +12,9 @@ from maild.core.decision import (
     Decision,
     Effect,
     Forward,
+    MarkLead,
     Move,
+    NotLead,
     RemoveFlag,
     SetResponsible,
 )
@@ -54,6 +56,10 @@ def describe_effect(effect: Effect) -> str:
             return f"remove flag {flag}"
         case SetResponsible(login=login):
             return f"set responsible {login}"
+        case MarkLead():
+            return "count it as a lead"
+        case NotLead():
+            return "never count it as a lead"
     return printable(effect.key())
 
 

@@ -14,7 +14,9 @@ from maild.core.decision import (
     Forward,
     ForwardMode,
     LetterFacts,
+    MarkLead,
     Move,
+    NotLead,
     RemoveFlag,
     SetResponsible,
 )
@@ -187,6 +189,24 @@ def set_responsible_action(value: Any, path: str, ctx: BuildContext) -> Compiled
         ctx.problem(path, f"must be a user login without spaces, not {render(value)}")
         return None
     return _constant("set_responsible", SetResponsible(login=value.strip()))
+
+
+@ACTIONS.register("mark_lead", summary="Count the letter as a lead wherever it is.")
+def mark_lead_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction | None:
+    """Compile ``mark_lead = true``."""
+    if value is not True:
+        ctx.problem(path, f"must be true, not {render(value)}")
+        return None
+    return _constant("mark_lead", MarkLead())
+
+
+@ACTIONS.register("not_lead", summary="Never count the letter as a lead.")
+def not_lead_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction | None:
+    """Compile ``not_lead = true``."""
+    if value is not True:
+        ctx.problem(path, f"must be true, not {render(value)}")
+        return None
+    return _constant("not_lead", NotLead())
 
 
 @ACTIONS.register("stop", summary="Stop: later rules are not tried.")

@@ -16,7 +16,9 @@ from maild.core.decision import (
     Decision,
     Forward,
     LetterFacts,
+    MarkLead,
     Move,
+    NotLead,
     RemoveFlag,
     SetResponsible,
 )
@@ -383,6 +385,8 @@ ACTION_CASES: list[tuple[str, dict[str, Any], str, tuple[Any, ...]]] = [
     ("remove-flag", {"remove_flag": "seen"}, "sales", (RemoveFlag("\\Seen"),)),
     ("set-responsible", {"set_responsible": "j.smith"}, "sales", (SetResponsible("j.smith"),)),
     ("stop", {"stop": True}, "sales", ()),
+    ("mark-lead", {"mark_lead": True}, "sales", (MarkLead(),)),
+    ("not-lead", {"not_lead": True}, "sales", (NotLead(),)),
 ]
 
 

@@ -239,6 +239,10 @@ def upgrade() -> None:
         )
 
     _letter_columns()
+    if op.get_bind().dialect.name == "postgresql":
+        # Lead numbers from a sequence, so concurrent maild processes (and the CRM) never collide.
+        op.execute("CREATE SEQUENCE leads_number_seq OWNED BY leads.number")
+        op.execute("ALTER TABLE leads ALTER COLUMN number SET DEFAULT nextval('leads_number_seq')")
     # ### end Alembic commands ###
 
 
