@@ -195,3 +195,64 @@ def test_smtp_login_secret_is_read_at_start(
     config = load_config(path)
     assert config.smtp is not None
     assert config.smtp.read_password().get_secret_value() == "pw"
+
+
+LEADS = """
+[[accounts]]
+name = "sales"
+address = "sales@corp.example"
+  [accounts.imap]
+  host = "127.0.0.1"
+  security = "none"
+  username = "sales"
+  password_env = "T_SALES_PW"
+  [accounts.folders]
+  watch = ["INBOX", "Leads/Web"]
+  [accounts.leads]
+  source = "selected"
+  folders = ["Leads/Web", "Leads/Gone"]
+
+[[accounts]]
+name = "quiet"
+address = "quiet@corp.example"
+  [accounts.imap]
+  host = "127.0.0.1"
+  security = "none"
+  username = "quiet"
+  password_env = "T_SALES_PW"
+
+[[scenarios]]
+name = "sales"
+leads_from = { sales = ["Leads/Web", "INBOX"], quiet = ["INBOX"], nobody = ["INBOX"] }
+"""
+
+
+def test_lead_folders_and_scenarios_are_checked(tmp_path: Path) -> None:
+    """A selected folder that is not watched and a scenario folder that is no lead source are each named."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, LEADS), check_secrets=False)
+    path = tmp_path / "maild.toml"
+    assert info.value.problems == [
+        f'{path}: accounts[0].leads.folders[1]: folder "Leads/Gone" is not watched '
+        "(add it to accounts[0].folders.watch)",
+        f'{path}: scenarios[0].leads_from.sales[1]: folder "INBOX" is not a lead-source folder '
+        'of account "sales" (those are: Leads/Web)',
+        f'{path}: scenarios[0].leads_from.quiet: account "quiet" has leads.source = "off"',
+        f'{path}: scenarios[0].leads_from.nobody: no account is named "nobody"',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("leads", "message"),
+    [
+        ('source = "selected"', "needs at least one folder"),
+        ('source = "all"\n  folders = ["INBOX"]', 'folders is used only with source = "selected"'),
+        ('source = "some"', "accounts[0].leads.source"),
+    ],
+)
+def test_lead_source_shapes(tmp_path: Path, leads: str, message: str) -> None:
+    """Lead settings that contradict themselves are refused with their path."""
+    text = MINIMAL + "  [accounts.leads]\n  " + leads + "\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), check_secrets=False)
+    assert message in "\n".join(info.value.problems)
