@@ -16,12 +16,21 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from maild.db.engine import create_engine, session_factory
-from maild.db.tables import Account, Attachment, Folder, Letter, OutboxItem, RuleHit
+from maild.db.tables import (
+    Account,
+    Attachment,
+    Folder,
+    Letter,
+    OutboxItem,
+    PotentialClient,
+    RuleHit,
+)
 from maild.errors import MaildError
+from maild.leads.service import leads_in_scenario
 from maild.runtime import Daemon, RunResult
 from maild.settings import load_config
 from maild.testing.dovecot import DovecotServer, find_dovecot
-from maild.testing.samples import SALES, SUPPORT, demo_mailboxes, letter
+from maild.testing.samples import SALES, SUPPORT, demo_mailboxes, letter, message_id
 from maild.testing.smtp import SmtpSink
 
 CONFIG_TEMPLATE = """\
@@ -53,6 +62,9 @@ display_name = "Corp Sales"
   password_file = "{sales_pw}"
   [accounts.folders]
   watch = ["INBOX", "Leads/Web"]
+  [accounts.leads]
+  source = "selected"          # only letters in Leads/Web are leads
+  folders = ["Leads/Web"]
 
 [[accounts]]
 name = "support"
@@ -64,6 +76,18 @@ display_name = "Corp Support"
   security = "none"
   username = "support"
   password_file = "{support_pw}"
+  [accounts.leads]
+  source = "all"               # every letter to support@ is a lead (robots aside)
+
+[[scenarios]]
+name = "sales"
+title = "My sales"
+leads_from = {{ sales = ["Leads/Web"] }}
+
+[[scenarios]]
+name = "support"
+title = "Support"
+leads_from = {{ support = ["INBOX"] }}
 
 # Sorting rules: tried in order on every new letter; `maild rules test` tries them on a file.
 [[rules]]
@@ -182,17 +206,24 @@ def _demo(root: Path, server: DovecotServer, relay: SmtpSink, passwords: dict[st
             index=9,
             subject="Re: Tracking number?",
             body="Found it, thank you!",
+            in_reply_to=message_id(mailboxes[("support", "INBOX")][1]),
         ),
     )
     server.append("support", "INBOX", NEWSLETTER)
+    server.append("sales", "Leads/Web", SIGNED_REQUEST)
     lines.append("")
-    lines.append("3. Two new letters arrived at support@ (a reply and a newsletter); ran again:")
+    lines.append(
+        "3. Three new letters arrived (a reply and a newsletter at support@, a request in "
+        "sales' Leads/Web); ran again:"
+    )
     third, seconds = _run_once(config)
     lines += _report(third, seconds)
     lines.append("")
     lines += asyncio.run(_database_summary(config.database_url()))
     lines.append("")
     lines += asyncio.run(_rules_summary(config.database_url()))
+    lines.append("")
+    lines += asyncio.run(_leads_summary(config.database_url(), [s.name for s in config.scenarios]))
     lines.append("")
     lines += _mailbox_summary(server, relay)
     lines.append("")
@@ -210,6 +241,16 @@ NEWSLETTER = (
     b"Precedence: list\r\n"
     b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
     b"Ten stories about pallets.\r\n"
+)
+
+
+SIGNED_REQUEST = letter(
+    sender=("Иван Сидоров", "ivan@stroy-torg.example"),
+    to=SALES,
+    index=10,
+    subject="Запрос цены: 40 поддонов",
+    body="Добрый день!\n\nПришлите цену на 40 поддонов с доставкой.\n\n--\nИван Сидоров\n"
+    "ООО «СтройТорг»\nТел.: +7 495 123-45-67\n",
 )
 
 
@@ -290,6 +331,49 @@ def _mailbox_summary(server: DovecotServer, relay: SmtpSink) -> list[str]:
             email.message_from_bytes(mail.content, policy=email.policy.default)["Subject"]
         )
         out.append(f"   relay got a forward to {', '.join(mail.rcpt_tos)}: {subject}")
+    return out
+
+
+async def _leads_summary(url: str, scenarios: list[str]) -> list[str]:
+    """Show the leads each scenario shows, with their senders' parties, and why others are not leads."""
+    engine = create_engine(url)
+    try:
+        sessions = session_factory(engine)
+        out = ["Leads found (table leads), as each scenario shows them:"]
+        for scenario in scenarios:
+            rows = await leads_in_scenario(sessions, scenario)
+            out.append(f"   scenario {scenario}: {len(rows)} lead(s)")
+            for row in rows:
+                out.append(
+                    f"     #{row.number:<3} {row.status:<4} {row.account}/{row.folder:<10} "
+                    f"{row.subject[:38]:<38} {row.letters} letter(s); {row.reason}"
+                )
+        async with sessions() as session:
+            parties = await session.execute(
+                select(
+                    PotentialClient.full_name, PotentialClient.company, PotentialClient.email
+                ).order_by(PotentialClient.id)
+            )
+            out.append("   potential clients created from unknown senders:")
+            for name, company, address in parties:
+                out.append(f"     {name or '(no name)'}, {company or '(no company)'} <{address}>")
+            others = await session.execute(
+                select(Letter.subject, Letter.lead_reason)
+                .where(Letter.lead_reason != "", Letter.lead_id.is_(None))
+                .order_by(Letter.id)
+            )
+            out.append("   letters that are no lead, and why:")
+            for subject, reason in others:
+                out.append(f"     {subject[:40] or '(no subject)':<40} {reason}")
+            joined = await session.execute(
+                select(Letter.subject, Letter.lead_reason)
+                .where(Letter.lead_reason.like("reply to lead%"))
+                .order_by(Letter.id)
+            )
+            for subject, reason in joined:
+                out.append(f"   joined a thread: {subject[:40]}: {reason}")
+    finally:
+        await engine.dispose()
     return out
 
 

@@ -1,7 +1,8 @@
 """What an unknown sender's letter says of them: a full name, and a company only when it is sure.
 
 Pure: reads the parsed letter, never the database. The full name is the From display name
-unless it is an address, a role ("Sales", "noreply") or empty. The company comes only from a
+unless it is an address, a role ("Sales", "noreply"), empty, or sent from a role address
+(``noreply@``). The company comes only from a
 signature line with a legal form (``ООО «Ромашка»``, ``Acme Ltd``), never from the address's
 domain: a domain is not a company name people would recognise. The phone comes from a
 signature line that says it is one.
@@ -78,6 +79,8 @@ def person_name(display_name: str, address: str) -> str:
         return ""
     if name.casefold().replace(" ", "") in _ROLE_NAMES:
         return ""
+    if address.partition("@")[0].casefold() in _ROLE_NAMES:
+        return ""  # "Website form <noreply@...>" is a machine, not a person
     return name
 
 

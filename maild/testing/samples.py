@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.policy
 import random
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.utils import format_datetime, make_msgid
 
 SALES = "sales@corp.example"
@@ -128,7 +130,7 @@ def demo_mailboxes() -> dict[tuple[str, str], list[bytes]]:
         subject="Quote for 200 units of model X-42",
         body="Hello,\n\nplease send a quote for 200 units of X-42, delivery to Berlin.\n\nAnna",
     )
-    first_id = _message_id(first)
+    first_id = message_id(first)
     pdf = b"%PDF-1.4\n" + bytes(random.Random(7).randbytes(30_000)) + b"\n%%EOF\n"
     return {
         ("sales", "INBOX"): [
@@ -189,12 +191,10 @@ def demo_mailboxes() -> dict[tuple[str, str], list[bytes]]:
     }
 
 
-def _message_id(raw: bytes) -> str:
-    """Read the Message-ID back from a composed letter."""
-    for line in raw.split(b"\n"):
-        if line.lower().startswith(b"message-id:"):
-            return line.split(b":", 1)[1].strip().decode()
-    return ""
+def message_id(raw: bytes) -> str:
+    """Read the Message-ID back from a composed letter (the header may be folded)."""
+    header = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+    return str(header.get("Message-ID", "")).strip()
 
 
 def random_letter(rng: random.Random, index: int, size: int) -> bytes:

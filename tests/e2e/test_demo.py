@@ -19,3 +19,15 @@ def test_demo_shows_rules_firing(tmp_path: Path) -> None:
     assert "marked for deletion in the database: This week in logistics" in summary
     assert "-> responsible m.ivanova" in summary
     assert "dead 0" in summary and "NOT OK" not in summary
+
+
+def test_demo_shows_leads(tmp_path: Path) -> None:
+    """The demo finds leads by folder, threads a reply into its lead and keeps robots out."""
+    _require_dovecot()
+    summary = run_demo(tmp_path / "demo")
+    assert "scenario sales: 3 lead(s)" in summary
+    assert "scenario support: 2 lead(s)" in summary
+    assert "Иван Сидоров, ООО «СтройТорг» <ivan@stroy-torg.example>" in summary
+    assert "Re: Tracking number?: reply to lead #" in summary
+    assert "own letter: sent from sales@corp.example" in summary
+    assert "automatic letter (bounce, list or auto-reply): not a lead" in summary
