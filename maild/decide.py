@@ -14,6 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from maild import responsible
 from maild.core.decision import (
     AddFlag,
     Copy,
@@ -22,7 +23,6 @@ from maild.core.decision import (
     Forward,
     Move,
     RemoveFlag,
-    SetResponsible,
 )
 from maild.core.letter import ParsedLetter
 from maild.db import outbox
@@ -64,6 +64,7 @@ class Decider:
     folder: str
     forward_fuse_per_hour: int = 20
     leads: LeadBook | None = None
+    addresses: frozenset[str] = frozenset()
 
     def decide(self, letter: StoredLetter) -> Decision:
         """Evaluate the rules in force on one letter; pure, the same call as the dry run."""
@@ -90,6 +91,18 @@ class Decider:
         for letter in letters:
             decision = self.decide(letter)
             queued += await self._record(session, account_id, letter, decision)
+            chosen = await responsible.choose(
+                session,
+                account_id=account_id,
+                addresses=self.addresses,
+                letter=letter.parsed,
+                decision=decision,
+            )
+            if chosen is not None:
+                await outbox.set_responsible(
+                    session, letter.letter_id, chosen.login, reason=chosen.reason
+                )
+                self._log_responsible(letter, chosen)
             if leads is not None:
                 outcome = await leads.record(
                     session,
@@ -98,7 +111,7 @@ class Decider:
                     letter_id=letter.letter_id,
                     letter=letter.parsed,
                     decision=decision,
-                    responsible=_responsible(decision.effects),
+                    responsible=chosen.login if chosen is not None else None,
                     use_potential_clients=potential,
                 )
                 self._log_lead(letter, outcome)
@@ -119,12 +132,8 @@ class Decider:
         ]
         await outbox.record_hits(session, hits)
         effects, fused = await self._fuse(session, letter, _settle_moves(decision.effects))
-        await outbox.set_letter_marks(
-            session,
-            letter.letter_id,
-            marked_for_deletion=decision.marks_deleted,
-            responsible_login=_responsible(effects),
-        )
+        if decision.marks_deleted:
+            await outbox.mark_deleted(session, letter.letter_id)
         rows = [
             row
             for effect in effects
@@ -185,6 +194,17 @@ class Decider:
             seq=_ORDER[type(effect)],
         )
 
+    def _log_responsible(self, letter: StoredLetter, chosen: responsible.Responsible) -> None:
+        """Say who became Responsible for the letter, or why nobody did."""
+        log.info(
+            "responsible",
+            account=self.account,
+            folder=self.folder,
+            letter_id=letter.letter_id,
+            login=chosen.login,
+            reason=chosen.reason,
+        )
+
     def _log_lead(self, letter: StoredLetter, outcome: LeadOutcome) -> None:
         """Say what lead detection did with the letter and why."""
         log.info(
@@ -221,11 +241,6 @@ class Decider:
             queued=queued,
             fused=fused,
         )
-
-
-def _responsible(effects: Sequence[Effect]) -> str | None:
-    """Give the login the last set_responsible names, if any."""
-    return next((e.login for e in reversed(effects) if isinstance(e, SetResponsible)), None)
 
 
 def _settle_moves(effects: Sequence[Effect]) -> list[Effect]:

@@ -89,6 +89,12 @@ name = "support"
 title = "Support"
 leads_from = {{ support = ["INBOX"] }}
 
+# Users of the shared accounts: replies addressed to a personal sender name go to its user.
+[[users]]
+login = "m.ivanova"
+full_name = "Maria Ivanova"
+sender_names = {{ sales = "Мария Иванова" }}
+
 # Sorting rules: tried in order on every new letter; `maild rules test` tries them on a file.
 [[rules]]
 name = "invoices to accounting"
@@ -247,6 +253,7 @@ NEWSLETTER = (
 SIGNED_REQUEST = letter(
     sender=("Иван Сидоров", "ivan@stroy-torg.example"),
     to=SALES,
+    to_name="Мария Иванова",
     index=10,
     subject="Запрос цены: 40 поддонов",
     body="Добрый день!\n\nПришлите цену на 40 поддонов с доставкой.\n\n--\nИван Сидоров\n"
@@ -344,9 +351,10 @@ async def _leads_summary(url: str, scenarios: list[str]) -> list[str]:
             rows = await leads_in_scenario(sessions, scenario)
             out.append(f"   scenario {scenario}: {len(rows)} lead(s)")
             for row in rows:
+                who = f", responsible {row.responsible_login}" if row.responsible_login else ""
                 out.append(
                     f"     #{row.number:<3} {row.status:<4} {row.account}/{row.folder:<10} "
-                    f"{row.subject[:38]:<38} {row.letters} letter(s); {row.reason}"
+                    f"{row.subject[:38]:<38} {row.letters} letter(s); {row.reason}{who}"
                 )
         async with sessions() as session:
             parties = await session.execute(
@@ -372,6 +380,13 @@ async def _leads_summary(url: str, scenarios: list[str]) -> list[str]:
             )
             for subject, reason in joined:
                 out.append(f"   joined a thread: {subject[:40]}: {reason}")
+            named = await session.execute(
+                select(Letter.subject, Letter.responsible_login, Letter.responsible_reason)
+                .where(Letter.responsible_reason.like("personal sender name%"))
+                .order_by(Letter.id)
+            )
+            for subject, login, reason in named:
+                out.append(f"   Responsible {login} for {subject[:40]}: {reason}")
     finally:
         await engine.dispose()
     return out

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from maild.core.letter import FetchedMessage, ParsedLetter
 from maild.db import leads as leads_db
 from maild.db import outbox, repo
+from maild.db import users as users_db
 from maild.decide import Decider, StoredLetter
 from maild.errors import ParseError
 from maild.ingest.parse import HashedLetter
@@ -217,9 +218,10 @@ async def prepare_folders(
 ) -> dict[tuple[str, str], int]:
     """Mirror accounts and watched folders into the database; give folder ids by (account, folder)."""
     ids: dict[tuple[str, str], int] = {}
+    account_ids: dict[str, int] = {}
     async with sessions.begin() as session:
         for account in config.accounts:
-            account_id = await repo.upsert_account(
+            account_ids[account.name] = account_id = await repo.upsert_account(
                 session,
                 name=account.name,
                 address=account.address,
@@ -237,6 +239,14 @@ async def prepare_folders(
             session,
             {s.name: (s.title, s.leads_from) for s in config.scenarios},
             ids,
+        )
+        await users_db.upsert_users(
+            session,
+            [
+                users_db.DeclaredUser(u.login, u.full_name, u.email, u.font, u.sender_names)
+                for u in config.users
+            ],
+            account_ids,
         )
     return ids
 

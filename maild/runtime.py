@@ -194,6 +194,7 @@ class Daemon:
             if not account.enabled:
                 continue
             endpoint = endpoint_for(account, daemon.imap_timeout_seconds)
+            policy = lead_policy(account)
             for folder in account.folders.watch:
                 store = FolderStore(
                     sessions=sessions,
@@ -206,7 +207,8 @@ class Daemon:
                         account.name,
                         folder,
                         forward_fuse_per_hour=self.config.outbox.forward_fuse_per_hour,
-                        leads=LeadBook(lead_policy(account), folder),
+                        leads=LeadBook(policy, folder),
+                        addresses=policy.addresses,
                     ),
                     on_queued=self.dispatcher.wake if self.dispatcher is not None else None,
                 )

@@ -239,6 +239,24 @@ class AccountConfig(_Model):
         return [folder for folder in self.folders.watch if self.leads.is_source(folder)]
 
 
+class UserConfig(_Model):
+    """A CRM user declared in the config (for installations without a CRM), upserted at start."""
+
+    login: Stripped = Field(pattern=r"^[^\s\x00-\x1f\x7f]{1,255}$")
+    full_name: Stripped = ""
+    email: Stripped = ""
+    sender_names: dict[str, Stripped] = Field(default_factory=dict)
+    font: Stripped = ""
+
+    @field_validator("sender_names")
+    @classmethod
+    def _names_not_empty(cls, value: dict[str, str]) -> dict[str, str]:
+        empty = sorted(account for account, name in value.items() if not name)
+        if empty:
+            raise ValueError(f"empty sender name for account {', '.join(empty)}")
+        return value
+
+
 class ScenarioConfig(_Model):
     """A CRM scenario ("My sales", "Support") and the lead folders of each account it shows."""
 
@@ -257,6 +275,7 @@ class Config(_Model):
     accounts: list[AccountConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
     scenarios: list[ScenarioConfig] = Field(default_factory=list)
+    users: list[UserConfig] = Field(default_factory=list)
     _ruleset: RuleSet | None = PrivateAttr(default=None)
 
     @property
@@ -286,6 +305,15 @@ class Config(_Model):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"scenario names must be unique, repeated: {', '.join(duplicates)}")
+        return value
+
+    @field_validator("users")
+    @classmethod
+    def _unique_logins(cls, value: list[UserConfig]) -> list[UserConfig]:
+        logins = [user.login for user in value]
+        duplicates = sorted({login for login in logins if logins.count(login) > 1})
+        if duplicates:
+            raise ValueError(f"user logins must be unique, repeated: {', '.join(duplicates)}")
         return value
 
     def account(self, name: str) -> AccountConfig | None:
@@ -352,7 +380,11 @@ def load_config(path: Path, *, check_secrets: bool = True) -> Config:
             source=str(path),
         )
     )
-    cross_problems = _forward_needs_smtp(path, config) + lead_problems(path, config)
+    cross_problems = (
+        _forward_needs_smtp(path, config)
+        + lead_problems(path, config)
+        + _sender_name_problems(path, config)
+    )
     if cross_problems:
         raise ConfigError(cross_problems)
     if check_secrets:
@@ -372,6 +404,17 @@ def _forward_needs_smtp(path: Path, config: Config) -> list[str]:
         for i, rule in enumerate(config.rules)
         for j, action in enumerate(rule.actions)
         if "forward" in action
+    ]
+
+
+def _sender_name_problems(path: Path, config: Config) -> list[str]:
+    """Name every personal sender name given for an account the config does not have."""
+    known = {account.name for account in config.accounts}
+    return [
+        f'{path}: users[{i}].sender_names.{account}: no account is named "{account}"'
+        for i, user in enumerate(config.users)
+        for account in user.sender_names
+        if account not in known
     ]
 
 

@@ -97,6 +97,15 @@ async def set_letter_lead(
     )
 
 
+async def adopt_responsible(session: AsyncSession, lead_id: int, login: str) -> None:
+    """Give a lead that has no Responsible yet the one a letter of its thread got."""
+    await session.execute(
+        update(Lead)
+        .where(Lead.id == lead_id, Lead.responsible_login.is_(None))
+        .values(responsible_login=login, updated_at=utcnow())
+    )
+
+
 async def find_thread(
     session: AsyncSession, cited: Sequence[tuple[str, str]], numbers: Sequence[int]
 ) -> ThreadHit | None:

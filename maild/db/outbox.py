@@ -107,22 +107,24 @@ async def add_effects(session: AsyncSession, effects: Sequence[NewEffect]) -> No
     await session.execute(stmt, rows)
 
 
-async def set_letter_marks(
-    session: AsyncSession,
-    letter_id: int,
-    *,
-    marked_for_deletion: bool,
-    responsible_login: str | None,
+async def mark_deleted(session: AsyncSession, letter_id: int) -> None:
+    """Record that a rule moved the letter into its account's deleted folder."""
+    await session.execute(
+        update(Letter)
+        .where(Letter.id == letter_id)
+        .values(marked_for_deletion=True, updated_at=utcnow())
+    )
+
+
+async def set_responsible(
+    session: AsyncSession, letter_id: int, login: str | None, *, reason: str
 ) -> None:
-    """Record what a decision says about the letter itself: deletion mark and Responsible."""
-    values: dict[str, Any] = {}
-    if marked_for_deletion:
-        values["marked_for_deletion"] = True
-    if responsible_login is not None:
-        values["responsible_login"] = responsible_login
-    if values:
-        values["updated_at"] = utcnow()
-        await session.execute(update(Letter).where(Letter.id == letter_id).values(**values))
+    """Record the letter's Responsible (None: nobody, e.g. an ambiguous name) and why."""
+    await session.execute(
+        update(Letter)
+        .where(Letter.id == letter_id)
+        .values(responsible_login=login, responsible_reason=reason[:500], updated_at=utcnow())
+    )
 
 
 async def recent_forwards(session: AsyncSession, sender: str, *, since: datetime) -> int:

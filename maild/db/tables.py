@@ -141,6 +141,7 @@ class Letter(Base):
     first_sync: Mapped[bool] = mapped_column(Boolean, default=False)
     marked_for_deletion: Mapped[bool] = mapped_column(Boolean, default=False)
     responsible_login: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    responsible_reason: Mapped[str] = mapped_column(String(500), default="")
     lead_id: Mapped[int | None] = mapped_column(
         ForeignKey("leads.id", ondelete="SET NULL"), nullable=True, index=True
     )
@@ -346,6 +347,40 @@ class Setting(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class User(Base):
+    """A CRM user: the CRM owns these rows; the config may declare users too."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    login: Mapped[str] = mapped_column(String(255), unique=True)
+    full_name: Mapped[str] = mapped_column(String(500), default="")
+    email: Mapped[str] = mapped_column(String(320), default="")
+    font: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class UserSenderName(Base):
+    """A personal sender name a user has sent with from a shared account, current or past."""
+
+    __tablename__ = "user_sender_names"
+    __table_args__ = (
+        UniqueConstraint("user_id", "account_id", "name_key"),
+        Index("ix_user_sender_names_account_id_name_key", "account_id", "name_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(500))
+    name_key: Mapped[str] = mapped_column(String(500))
+    current: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 USE_POTENTIAL_CLIENTS = "use_potential_clients"

@@ -52,6 +52,8 @@ class LeadBook:
         if thread is not None:
             reason = f"reply to lead #{thread.number} ({thread.how})"
             await leads_db.set_letter_lead(session, letter_id, thread.lead_id, reason)
+            if responsible is not None:
+                await leads_db.adopt_responsible(session, thread.lead_id, responsible)
             await self._link(session, letter_id, party)
             return LeadOutcome("joined", reason, thread.number, _describe(party))
         found = verdict(self.policy, self.folder, letter, decision.lead_override)

@@ -34,7 +34,9 @@ pytestmark = pytest.mark.usefixtures("db_url")
 IMAP = {"host": "127.0.0.1", "security": "none", "username": "u", "password_env": "UNUSED"}
 
 
-def make_config(rules: list[dict[str, Any]] | None = None) -> Config:
+def make_config(
+    rules: list[dict[str, Any]] | None = None, users: list[dict[str, Any]] | None = None
+) -> Config:
     return Config.model_validate(
         {
             "accounts": [
@@ -63,6 +65,7 @@ def make_config(rules: list[dict[str, Any]] | None = None) -> Config:
                 },
             ],
             "rules": rules or [],
+            "users": users or [],
         }
     )
 
@@ -92,6 +95,7 @@ class Mailbox:
                         account.name,
                         folder,
                         leads=LeadBook(lead_policy(account), folder),
+                        addresses=lead_policy(account).addresses,
                     ),
                 )
                 await store.set_uidvalidity(1, changed=False)
