@@ -29,6 +29,9 @@ def test_demo_shows_leads(tmp_path: Path) -> None:
     assert "scenario support: 2 lead(s)" in summary
     assert "Иван Сидоров, ООО «СтройТорг» <ivan@stroy-torg.example>" in summary
     assert "Re: Tracking number?: reply to lead #" in summary
-    assert 'Responsible m.ivanova for Запрос цены: 40 поддонов: personal sender name "Мария Иванова" in To' in summary
+    assert (
+        'Responsible m.ivanova for Запрос цены: 40 поддонов: personal sender name "Мария Иванова" in To'
+        in summary
+    )
     assert "own letter: sent from sales@corp.example" in summary
     assert "automatic letter (bounce, list or auto-reply): not a lead" in summary

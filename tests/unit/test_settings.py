@@ -260,7 +260,9 @@ def test_lead_source_shapes(tmp_path: Path, leads: str, message: str) -> None:
 
 def test_user_sender_names_need_known_accounts(tmp_path: Path) -> None:
     """A personal sender name for an account the file does not have is named with its path."""
-    text = MINIMAL + '\n[[users]]\nlogin = "anna"\nsender_names = { sales = "Anna", support = "A" }\n'
+    text = (
+        MINIMAL + '\n[[users]]\nlogin = "anna"\nsender_names = { sales = "Anna", support = "A" }\n'
+    )
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), check_secrets=False)
     assert info.value.problems == [
