@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.core.letter import FetchedMessage, ParsedLetter
 from maild.db import leads as leads_db
-from maild.db import outbox, repo
+from maild.db import outbox, repo, sending
 from maild.db import users as users_db
 from maild.decide import Decider, StoredLetter
 from maild.errors import ParseError
@@ -33,6 +33,7 @@ class FolderStore:
     first_sync_mode: str = "record"
     decider: Decider | None = None
     on_queued: Callable[[], None] | None = None
+    is_sent_folder: bool = False
 
     async def cursor(self) -> Cursor:
         """Read the folder's cursor."""
@@ -134,6 +135,7 @@ class FolderStore:
                     else:
                         results[item.message.uid] = ("rekeyed", letter_id)
             pending = await self._moved_here(session, folder, pending, results)
+            pending = await self._sent_here(session, folder, pending, results)
             first_sync = self.first_sync_mode == "record" and not folder.first_sync_done
             ids = await repo.insert_letters(session, folder, pending, first_sync=first_sync)
             for item in pending:
@@ -181,6 +183,31 @@ class FolderStore:
                 uid=item.message.uid,
             )
             results[item.message.uid] = ("moved", letter_id)
+        return rest
+
+    async def _sent_here(
+        self,
+        session: AsyncSession,
+        folder: repo.FolderRow,
+        batch: list[repo.NewLetter],
+        results: dict[int, tuple[str, int | None]],
+    ) -> list[repo.NewLetter]:
+        """Recognise letters maild sent and appended here: give the stored one its UID, not a twin."""
+        if not self.is_sent_folder or not batch:
+            return batch
+        sent = await sending.unfiled_sent(session, folder.id, [item.sha256 for item in batch])
+        if not sent:
+            return batch
+        rest = []
+        for item in batch:
+            letter_id = sent.pop(item.sha256, None)
+            if letter_id is None:
+                rest.append(item)
+                continue
+            await sending.file_sent(
+                session, letter_id, uidvalidity=folder.uidvalidity or 0, uid=item.message.uid
+            )
+            results[item.message.uid] = ("sent", letter_id)
         return rest
 
     def _log(self, item: repo.NewLetter, outcome: str, letter_id: int | None) -> None:

@@ -14,7 +14,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from maild.core.status import StatusBoard
-from maild.db import migrate
+from maild.db import migrate, notify
 from maild.db import outbox as outbox_db
 from maild.db.engine import create_engine, session_factory
 from maild.db.tables import OutboxItem
@@ -118,7 +118,7 @@ class Daemon:
                 rules=len(self.rules.current),
                 ruleset_version=self.rules.current.version,
             )
-            result.ok = await self._run_all(pollers, once=once)
+            result.ok = await self._run_all(pollers, once=once, engine=engine)
             if once:
                 result.outbox = await self.dispatcher.drain(self.config.outbox.once_drain_seconds)
                 async with sessions() as session:
@@ -143,17 +143,27 @@ class Daemon:
             metrics=self.metrics,
         )
 
-    async def _run_all(self, pollers: list[FolderPoller], *, once: bool) -> bool:
+    async def _run_all(
+        self, pollers: list[FolderPoller], *, once: bool, engine: AsyncEngine
+    ) -> bool:
         """Run the pollers, and beside them the dispatcher unless this is a single pass."""
         if once or self.dispatcher is None:
             return await self._run_pollers(pollers, once=once)
-        dispatching = asyncio.create_task(self.dispatcher.run(self.stop), name="outbox")
+        dispatching = asyncio.create_task(
+            self.dispatcher.run(self.stop, tick=self.config.outbox.poll_seconds), name="outbox"
+        )
+        listening = asyncio.create_task(
+            notify.listen(engine, self.dispatcher.wake, self.stop), name="outbox-listen"
+        )
         try:
             return await self._run_pollers(pollers, once=once)
         finally:
             self.stop.set()
             try:
-                await asyncio.wait_for(dispatching, self.config.daemon.shutdown_grace_seconds)
+                await asyncio.wait_for(
+                    asyncio.gather(dispatching, listening),
+                    self.config.daemon.shutdown_grace_seconds,
+                )
             except TimeoutError:
                 log.warning("cancelled_after_grace", tasks=1)
 
@@ -211,6 +221,7 @@ class Daemon:
                         addresses=policy.addresses,
                     ),
                     on_queued=self.dispatcher.wake if self.dispatcher is not None else None,
+                    is_sent_folder=folder == account.folders.sent,
                 )
                 pollers.append(
                     FolderPoller(

@@ -127,6 +127,7 @@ class OutboxConfig(_Model):
     batch_size: int = Field(default=50, ge=1, le=1000)
     lease_seconds: float = Field(default=300, gt=0)
     smtp_timeout_seconds: float = Field(default=60, gt=0)
+    poll_seconds: float = Field(default=5, gt=0)
 
 
 class SmtpConfig(Secret):
@@ -220,6 +221,23 @@ class LeadsConfig(_Model):
         return self.source == "all" or (self.source == "selected" and folder in self.folders)
 
 
+_FONT = r"^[A-Za-z0-9 ,.\-']{1,120}$"
+
+
+class AccountOutgoingConfig(_Model):
+    """How the CRM's letters from this account are composed: signature and attachment limit."""
+
+    signature: str = ""
+    signature_html: str = ""
+    max_attachments_mb: float = Field(default=25, gt=0)
+
+
+class OutgoingConfig(_Model):
+    """Settings of every letter the CRM sends through maild."""
+
+    default_font: Stripped = Field(default="", pattern=r"^$|" + _FONT)
+
+
 class AccountConfig(_Model):
     """One shared mailbox (sales@, support@) that maild watches."""
 
@@ -233,6 +251,7 @@ class AccountConfig(_Model):
     imap: ImapConfig
     folders: FoldersConfig = Field(default_factory=FoldersConfig)
     leads: LeadsConfig = Field(default_factory=LeadsConfig)
+    outgoing: AccountOutgoingConfig = Field(default_factory=AccountOutgoingConfig)
 
     def lead_folders(self) -> list[str]:
         """Give the watched folders whose new letters count as leads."""
@@ -246,7 +265,7 @@ class UserConfig(_Model):
     full_name: Stripped = ""
     email: Stripped = ""
     sender_names: dict[str, Stripped] = Field(default_factory=dict)
-    font: Stripped = ""
+    font: Stripped = Field(default="", pattern=r"^$|" + _FONT)
 
     @field_validator("sender_names")
     @classmethod
@@ -276,6 +295,7 @@ class Config(_Model):
     rules: list[RuleConfig] = Field(default_factory=list)
     scenarios: list[ScenarioConfig] = Field(default_factory=list)
     users: list[UserConfig] = Field(default_factory=list)
+    outgoing: OutgoingConfig = Field(default_factory=OutgoingConfig)
     _ruleset: RuleSet | None = PrivateAttr(default=None)
 
     @property

@@ -222,6 +222,36 @@ class OutboxItem(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     done_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # A letter the CRM asks maild to send (kind "send"); see docs/schema.md.
+    author_login: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    mail_to: Mapped[str | None] = mapped_column(Text, nullable=True)
+    mail_cc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    mail_bcc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    subject: Mapped[str | None] = mapped_column(Text, nullable=True)
+    text_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    html_body: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lead_id: Mapped[int | None] = mapped_column(
+        ForeignKey("leads.id", ondelete="SET NULL"), nullable=True
+    )
+    attach_letter_ids: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+
+
+class OutboxAttachment(Base):
+    """A file the CRM attaches to a letter it asks maild to send: its bytes, or a stored letter's part."""
+
+    __tablename__ = "outbox_attachments"
+    __table_args__ = (UniqueConstraint("outbox_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    filename: Mapped[str] = mapped_column(String(1000), default="")
+    content_type: Mapped[str] = mapped_column(String(255), default="application/octet-stream")
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    letter_id: Mapped[int | None] = mapped_column(
+        ForeignKey("letters.id", ondelete="SET NULL"), nullable=True
+    )
+    letter_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 LEAD_STATUSES = ("new", "accepted", "rejected", "converted")

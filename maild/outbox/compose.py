@@ -113,8 +113,8 @@ def forward_attach(
 ) -> Outgoing:
     """Compose a new letter from the account with the original attached unchanged."""
     letter = split_letter(raw)
-    boundary = _boundary(raw)
-    encoding = _transfer_encoding(raw)
+    boundary = safe_boundary(raw)
+    encoding = transfer_encoding(raw)
     headers: list[tuple[str, object]] = [
         ("From", account.mailbox()),
         ("To", Address(addr_spec=_checked(to))),
@@ -278,7 +278,7 @@ def _message_id(account: Identity) -> str:
     return email.utils.make_msgid(domain=domain if domain.isascii() else "maild.invalid")
 
 
-def _boundary(raw: bytes) -> str:
+def safe_boundary(raw: bytes) -> str:
     """Pick a MIME boundary that does not occur in the attached letter."""
     while True:
         boundary = f"maild-{secrets.token_hex(12)}"
@@ -286,7 +286,7 @@ def _boundary(raw: bytes) -> str:
             return boundary
 
 
-def _transfer_encoding(raw: bytes) -> str:
+def transfer_encoding(raw: bytes) -> str:
     """Label the attached bytes honestly: 7bit, 8bit, or binary (NUL or overlong lines)."""
     if b"\0" in raw or any(len(line) > _LONGEST_LINE for line in re.split(rb"\r\n|\n|\r", raw)):
         return "binary"

@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.core.decision import FORWARD_MODES
-from maild.db import outbox, repo
+from maild.core.letter import ParsedLetter
+from maild.db import outbox, repo, sending
 from maild.db.tables import utcnow
 from maild.errors import (
     ImapCommandError,
@@ -34,6 +35,8 @@ from maild.logging import get_logger
 from maild.metrics import Metrics
 from maild.outbox.compose import Identity
 from maild.outbox.compose import forward as compose_forward
+from maild.outbox.letter import Composed, Draft, FileAttachment, part_named
+from maild.outbox.letter import compose as compose_letter
 from maild.outbox.smtp import SmtpSender
 from maild.settings import AccountConfig, Config
 
@@ -64,6 +67,34 @@ class DispatchReport:
         self.deferred += other.deferred
         for kind, n in other.kinds.items():
             self.kinds[kind] = self.kinds.get(kind, 0) + n
+
+
+@dataclass(frozen=True, slots=True)
+class ComposedSend:
+    """A CRM letter composed, with the author it is stored under."""
+
+    letter: Composed
+    author: sending.Author | None
+
+    @property
+    def raw(self) -> bytes:
+        """Give the bytes to send."""
+        return self.letter.raw
+
+    @property
+    def sender(self) -> str:
+        """Give the envelope sender."""
+        return self.letter.sender
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """Give the envelope recipients, Bcc included."""
+        return self.letter.recipients
+
+    @property
+    def parsed(self) -> ParsedLetter:
+        """Give the letter as it is stored."""
+        return self.letter.parsed
 
 
 EndpointFor = Callable[[AccountConfig], ImapEndpoint]
@@ -247,6 +278,7 @@ class Dispatcher:
             "copy": self._copy,
             "add_flag": self._add_flag,
             "remove_flag": self._remove_flag,
+            "send": self._send,
         }
         handler = handlers.get(kind)
         if handler is None:
@@ -280,6 +312,120 @@ class Dispatcher:
             outgoing.raw, sender=outgoing.sender, recipients=outgoing.recipients
         )
         return {"to": item.target, "mode": mode, "bytes": len(outgoing.raw)}
+
+    async def _send(self, item: outbox.ClaimedItem) -> dict[str, Any]:
+        """Send a letter the CRM queued, store it as outgoing, and file it in the Sent folder."""
+        account = self._account(item.account)
+        async with self.sessions.begin() as session:
+            account_id, sent_folder_id, done = await sending.prepare(
+                session, item.id, account.name, account.folders.sent
+            )
+        if done.get("stage") == "sent":  # sent before a crash or an IMAP failure: only file it
+            letter_id = int(done["letter_id"])
+            async with self.sessions() as session:
+                raw = await repo.letter_raw(session, letter_id)
+            message_id = str(done.get("message_id", ""))
+        else:
+            composed = await self._compose(item, account, account_id)
+            await self._smtp().send(
+                composed.raw, sender=composed.sender, recipients=composed.recipients
+            )
+            async with self.sessions.begin() as session:
+                letter_id = await sending.store_sent(
+                    session,
+                    outbox_id=item.id,
+                    folder_id=sent_folder_id,
+                    raw=composed.raw,
+                    parsed=composed.parsed,
+                    author=composed.author,
+                )
+            raw, message_id = composed.raw, composed.parsed.message_id
+        result = {"stage": "sent", "letter_id": letter_id, "message_id": message_id}
+        return result | await self._file_in_sent(
+            item, account.folders.sent, letter_id, raw, message_id
+        )
+
+    async def _compose(
+        self, item: outbox.ClaimedItem, account: AccountConfig, account_id: int
+    ) -> ComposedSend:
+        """Read the row and compose its letter; a draft that cannot be sent raises DraftError."""
+        async with self.sessions() as session:
+            row = await sending.load_send(session, item.id, account_id)
+            files = [await self._file(session, ref) for ref in row.files]
+            letters = [await repo.letter_raw(session, i) for i in row.letter_ids]
+        author = row.author
+        draft = Draft(
+            account_address=account.address,
+            account_name=account.name,
+            sender_name=(author.sender_name if author else "") or account.display_name,
+            author_full_name=(author.full_name if author else "") or account.display_name,
+            to=row.mail_to,
+            cc=row.mail_cc,
+            bcc=row.mail_bcc,
+            subject=row.subject,
+            text=row.text_body,
+            html=row.html_body,
+            signature=account.outgoing.signature,
+            signature_html=account.outgoing.signature_html,
+            font=(author.font if author else "") or self.config.outgoing.default_font,
+            request_number=row.request_number,
+            files=files,
+            letters=letters,
+            max_attachments_bytes=int(account.outgoing.max_attachments_mb * 1024 * 1024),
+        )
+        return ComposedSend(compose_letter(draft), author)
+
+    async def _file(self, session: AsyncSession, ref: sending.FileRef) -> FileAttachment:
+        """Give an attachment's bytes: its own, or the file of a stored letter it refers to."""
+        if ref.content is not None:
+            return FileAttachment(ref.filename, ref.content_type, ref.content)
+        if ref.letter_id is None or ref.letter_position is None:
+            raise Unperformable(
+                "an attachment row has neither content nor a letter to take it from"
+            )
+        try:
+            name, ctype = await sending.attachment_of(session, ref.letter_id, ref.letter_position)
+            raw = await repo.letter_raw(session, ref.letter_id)
+            content = part_named(raw, name)
+        except KeyError as exc:
+            raise Unperformable(str(exc.args[0])) from exc
+        return FileAttachment(ref.filename or name, ref.content_type or ctype, content)
+
+    async def _file_in_sent(
+        self, item: outbox.ClaimedItem, folder: str, letter_id: int, raw: bytes, message_id: str
+    ) -> dict[str, Any]:
+        """APPEND the sent letter to Sent (once) and give the stored letter its UID there."""
+        session = await self._session(item.account)
+        try:
+            found = []
+            if message_id and await session.folder_exists(folder):
+                await session.select(folder)
+                found = await session.search_message_id(message_id)
+            uid = found[0] if found else await self._append(session, folder, raw)
+            status = await session.select(folder)
+        except ImapConnectionError:
+            await self._drop(item.account)
+            raise
+        except (
+            ImapCommandError
+        ) as exc:  # sent, but the server will not file it: say so, do not resend
+            log.warning("sent_not_filed", outbox_id=item.id, folder=folder, error=str(exc))
+            return {"filed": False, "error": str(exc)[:500]}
+        if uid is not None and status.uidvalidity is not None:
+            async with self.sessions.begin() as db:
+                await sending.file_sent(db, letter_id, uidvalidity=status.uidvalidity, uid=uid)
+        return {"filed": True, "folder": folder, "uid": uid}
+
+    async def _append(self, session: ImapSession, folder: str, raw: bytes) -> int | None:
+        """APPEND as seen, creating the folder when the server says it does not exist."""
+        try:
+            return await session.append(folder, raw, flags=["\\Seen"])
+        except ImapCommandError as exc:
+            if not exc.trycreate:
+                raise
+        await session.create_folder(folder)
+        log.info("folder_created", folder=folder)
+        return await session.append(folder, raw, flags=["\\Seen"])
 
     def _smtp(self) -> SmtpSender:
         """Give the relay connection, made on first use."""

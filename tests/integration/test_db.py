@@ -77,11 +77,13 @@ INLINE_LETTER_LINKS = {
 
 
 def _inline_letter_fk(item: Any) -> bool:
-    """Tell a drift item SQLite's reflection invents for the foreign keys 0004 adds inline."""
+    """Tell a drift item SQLite's reflection invents for the foreign keys 0004/0006 add inline."""
     if item[0] not in ("add_fk", "remove_fk"):
         return False
     fk = item[1]
     columns = {column.name for column in fk.columns}
+    if fk.table.name == "outbox":
+        return columns == {"lead_id"}
     return fk.table.name == "letters" and bool(columns & {c for c, _, _ in INLINE_LETTER_LINKS})
 
 

@@ -1,0 +1,55 @@
+"""PostgreSQL LISTEN: wake the dispatcher the moment the CRM inserts an outbox row."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from maild.logging import get_logger
+
+log = get_logger(__name__)
+
+CHANNEL = "maild_outbox"
+
+
+async def listen(
+    engine: AsyncEngine,
+    on_notify: Callable[[], None],
+    stop: asyncio.Event,
+    *,
+    retry_seconds: float = 5.0,
+) -> None:
+    """Call ``on_notify`` on every notification until stopped; reconnect when the link drops."""
+    if engine.dialect.name != "postgresql":
+        return
+    while not stop.is_set():
+        try:
+            await _listen_once(engine, on_notify, stop)
+        except Exception as exc:  # the database went away: polling still covers, try again
+            log.warning("listen_failed", channel=CHANNEL, error=f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), retry_seconds)
+
+
+async def _listen_once(
+    engine: AsyncEngine, on_notify: Callable[[], None], stop: asyncio.Event
+) -> None:
+    """Hold one connection listening on the channel until stopped."""
+
+    def callback(*_args: Any) -> None:
+        on_notify()
+
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.add_listener(CHANNEL, callback)
+        log.info("listening", channel=CHANNEL)
+        on_notify()  # rows inserted while nobody listened
+        try:
+            await stop.wait()
+        finally:
+            await driver.remove_listener(CHANNEL, callback)

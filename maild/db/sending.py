@@ -1,0 +1,227 @@
+"""The database side of sending the CRM's letters: read what to send, store what was sent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from maild.core.letter import FetchedMessage, ParsedLetter
+from maild.db import repo
+from maild.db.tables import (
+    Account,
+    Attachment,
+    Lead,
+    Letter,
+    OutboxAttachment,
+    OutboxItem,
+    User,
+    UserSenderName,
+    utcnow,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """One attachment row: its own bytes, or a file of a stored letter named by position."""
+
+    filename: str
+    content_type: str
+    content: bytes | None
+    letter_id: int | None
+    letter_position: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """The user a letter is written by: full name, personal sender name on the account, font."""
+
+    login: str
+    user_id: int | None = None
+    full_name: str = ""
+    sender_name: str = ""
+    font: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SendRow:
+    """A CRM letter to send, as the outbox row and its attachments hold it."""
+
+    mail_to: str
+    mail_cc: str
+    mail_bcc: str
+    subject: str
+    text_body: str
+    html_body: str
+    author: Author | None
+    request_number: int | None
+    files: list[FileRef] = field(default_factory=list)
+    letter_ids: list[int] = field(default_factory=list)
+
+
+async def load_send(session: AsyncSession, outbox_id: int, account_id: int) -> SendRow:
+    """Read what a ``send`` row asks for, with its author and its lead's number."""
+    item = (
+        await session.execute(select(OutboxItem).where(OutboxItem.id == outbox_id))
+    ).scalar_one()
+    files = (
+        await session.execute(
+            select(OutboxAttachment)
+            .where(OutboxAttachment.outbox_id == outbox_id)
+            .order_by(OutboxAttachment.position)
+        )
+    ).scalars()
+    number = None
+    if item.lead_id is not None:
+        number = (
+            await session.execute(select(Lead.number).where(Lead.id == item.lead_id))
+        ).scalar()
+    return SendRow(
+        mail_to=item.mail_to or "",
+        mail_cc=item.mail_cc or "",
+        mail_bcc=item.mail_bcc or "",
+        subject=item.subject or "",
+        text_body=item.text_body or "",
+        html_body=item.html_body or "",
+        author=await author_of(session, item.author_login, account_id),
+        request_number=int(number) if number is not None else None,
+        files=[
+            FileRef(f.filename, f.content_type, f.content, f.letter_id, f.letter_position)
+            for f in files
+        ],
+        letter_ids=[int(i) for i in item.attach_letter_ids or []],
+    )
+
+
+async def author_of(session: AsyncSession, login: str | None, account_id: int) -> Author | None:
+    """Read the author's name, font and current personal sender name on the account."""
+    if not login:
+        return None
+    user = (await session.execute(select(User).where(User.login == login))).scalar()
+    if user is None:
+        return Author(login)
+    name = (
+        await session.execute(
+            select(UserSenderName.name).where(
+                UserSenderName.user_id == user.id,
+                UserSenderName.account_id == account_id,
+                UserSenderName.current.is_(True),
+            )
+        )
+    ).scalar()
+    return Author(login, user.id, user.full_name, name or "", user.font)
+
+
+async def attachment_of(session: AsyncSession, letter_id: int, position: int) -> tuple[str, str]:
+    """Give a stored letter's attachment name and type by position; KeyError when there is none."""
+    row = (
+        await session.execute(
+            select(Attachment.filename, Attachment.content_type).where(
+                Attachment.letter_id == letter_id, Attachment.position == position
+            )
+        )
+    ).first()
+    if row is None:
+        raise KeyError(f"letter {letter_id} has no attachment at position {position}")
+    return row.filename, row.content_type
+
+
+async def store_sent(
+    session: AsyncSession,
+    *,
+    outbox_id: int,
+    folder_id: int,
+    raw: bytes,
+    parsed: ParsedLetter,
+    author: Author | None,
+) -> int:
+    """Store a sent letter as outgoing, before it has a UID in Sent, and tie it to its outbox row."""
+    folder = await repo.load_folder(session, folder_id)
+    placeholder = repo.FolderRow(
+        folder.id, folder.account_id, 0, folder.last_uid, True, folder.uidvalidity_changes
+    )
+    message = FetchedMessage(uid=-outbox_id, raw=raw, size=len(raw), internaldate=utcnow())
+    item = repo.NewLetter(message, parsed, "stored", None, repo.sha256_of(raw))
+    ids = await repo.insert_letters(session, placeholder, [item], first_sync=False)
+    letter_id = ids[-outbox_id]
+    lead_id = (
+        await session.execute(select(OutboxItem.lead_id).where(OutboxItem.id == outbox_id))
+    ).scalar()
+    await session.execute(
+        update(Letter)
+        .where(Letter.id == letter_id)
+        .values(
+            direction="out",
+            responsible_login=author.login if author else None,
+            lead_id=lead_id,
+            lead_reason=f"sent for lead {lead_id}" if lead_id else "",
+        )
+    )
+    await session.execute(
+        update(OutboxItem)
+        .where(OutboxItem.id == outbox_id)
+        .values(
+            letter_id=letter_id,
+            result={"stage": "sent", "message_id": parsed.message_id, "letter_id": letter_id},
+            updated_at=utcnow(),
+        )
+    )
+    if author is not None and author.user_id is not None and author.sender_name:
+        await session.execute(
+            update(UserSenderName)
+            .where(
+                UserSenderName.user_id == author.user_id,
+                UserSenderName.account_id == folder.account_id,
+                UserSenderName.current.is_(True),
+            )
+            .values(last_used_at=utcnow())
+        )
+    return letter_id
+
+
+async def unfiled_sent(
+    session: AsyncSession, folder_id: int, sha256s: Sequence[str]
+) -> dict[str, int]:
+    """Find sent letters stored before their APPEND had a UID, by content: not new letters."""
+    if not sha256s:
+        return {}
+    rows = await session.execute(
+        select(Letter.sha256, Letter.id)
+        .where(
+            Letter.folder_id == folder_id,
+            Letter.uidvalidity == 0,
+            Letter.uid < 0,
+            Letter.sha256.in_(list(sha256s)),
+        )
+        .order_by(Letter.id)
+    )
+    out: dict[str, int] = {}
+    for sha256, letter_id in rows.all():
+        out.setdefault(sha256, int(letter_id))
+    return out
+
+
+async def file_sent(session: AsyncSession, letter_id: int, *, uidvalidity: int, uid: int) -> None:
+    """Give a sent letter the UID its APPEND got, unless the poller already filed it."""
+    await session.execute(
+        update(Letter)
+        .where(Letter.id == letter_id, Letter.uidvalidity == 0)
+        .values(uidvalidity=uidvalidity, uid=uid, updated_at=utcnow())
+    )
+
+
+async def prepare(
+    session: AsyncSession, outbox_id: int, account: str, sent_folder: str
+) -> tuple[int, int, dict[str, Any]]:
+    """Give the account's id, its Sent folder's row (made on first use) and the row's progress."""
+    account_id = (
+        await session.execute(select(Account.id).where(Account.name == account))
+    ).scalar_one()
+    folder_id = await repo.ensure_folder(session, account_id=int(account_id), name=sent_folder)
+    result = (
+        await session.execute(select(OutboxItem.result).where(OutboxItem.id == outbox_id))
+    ).scalar()
+    return int(account_id), folder_id, dict(result or {})

@@ -1,0 +1,319 @@
+"""Compose a letter the CRM asks maild to send: personal sender name, autotexts, signature, font.
+
+Pure: everything it needs comes in a ``Draft``; it gives the bytes to send and what to store.
+
+* The From display name is the author's personal sender name on the account, else the
+  account's display name.
+* Autotexts in the subject, the bodies and the signature: ``{current_user}`` (the author's full
+  name), ``{request_number}`` (the number of the lead the letter is created from) and
+  ``{request_number_reply}`` (the same as ``[#123]``, the form replies are threaded by). Any other
+  ``{name}`` is an error, never a literal in a customer's inbox.
+* HTML letters are wrapped in the author's font, else the general default font; plain text is
+  never touched.
+* All attachments together, attached letters included, must fit the account's limit; a letter
+  over it is refused with the sizes, before any SMTP traffic.
+* Header values are checked: no line breaks, addresses parsed and re-encoded (RFC 2047 names).
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import html
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+from maild.core.letter import Address as LetterAddress
+from maild.core.letter import AttachmentInfo, ParsedLetter
+from maild.core.robots import LOOP_HEADER
+from maild.outbox.compose import safe_boundary, transfer_encoding
+
+_AUTOTEXT = re.compile(r"\{([a-z_]+)\}")
+_LINE_BREAK = re.compile(r"[\r\n\x00]")
+_FONT = re.compile(r"^[A-Za-z0-9 ,.\-']{1,120}$")
+_SIZE = re.compile(r"^\d+(?:\.\d+)?(?:pt|px|em|%)$")
+_MB = 1024 * 1024
+
+
+class DraftError(ValueError):
+    """A letter the CRM asked for cannot be sent as it is; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileAttachment:
+    """A file to attach: its name, type and bytes."""
+
+    filename: str
+    content_type: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """Everything a CRM letter is composed from."""
+
+    account_address: str
+    account_name: str
+    sender_name: str
+    author_full_name: str
+    to: str
+    cc: str = ""
+    bcc: str = ""
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+    signature: str = ""
+    signature_html: str = ""
+    font: str = ""
+    request_number: int | None = None
+    files: Sequence[FileAttachment] = ()
+    letters: Sequence[bytes] = ()
+    max_attachments_bytes: int = 25 * _MB
+    now: datetime | None = None
+    message_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    """A composed letter: bytes, envelope, and the parsed view stored as the outgoing letter."""
+
+    raw: bytes
+    sender: str
+    recipients: tuple[str, ...]
+    parsed: ParsedLetter = field(repr=False)
+
+
+def compose(draft: Draft) -> Composed:
+    """Compose the letter or raise DraftError saying what is wrong with the draft."""
+    _check_size(draft)
+    _font_style(draft.font)  # a bad font is an error even for a plain-text letter
+    values = _autotexts(draft)
+    to, cc, bcc = (
+        _addresses(draft.to, "to"),
+        _addresses(draft.cc, "cc"),
+        _addresses(draft.bcc, "bcc"),
+    )
+    if not to and not cc and not bcc:
+        raise DraftError("the letter has no recipient (to, cc and bcc are empty)")
+    subject = _one_line(_fill(draft.subject, values, "subject"), "subject")
+    text = _fill(draft.text, values, "text_body")
+    body_html = _fill(draft.html, values, "html_body")
+    signature = _fill(draft.signature, values, "signature")
+    signature_html = _fill(draft.signature_html, values, "signature_html")
+    sender = Address(
+        display_name=_one_line(draft.sender_name, "sender name"), addr_spec=draft.account_address
+    )
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = sender
+    if to:
+        msg["To"] = to
+    if cc:
+        msg["Cc"] = cc
+    msg["Subject"] = subject
+    msg["Date"] = email.utils.format_datetime(draft.now or datetime.now(UTC))
+    msg["Message-ID"] = draft.message_id or _message_id(draft.account_address)
+    msg[LOOP_HEADER] = draft.account_address
+    plain = _with_text_signature(text, signature) if text or not body_html else ""
+    msg.set_content(plain or _text_of(body_html, signature))
+    if body_html:
+        msg.add_alternative(_html(body_html, signature, signature_html, draft.font), subtype="html")
+    for item in draft.files:
+        maintype, _, subtype = (item.content_type or "application/octet-stream").partition("/")
+        msg.add_attachment(
+            item.content,
+            maintype=maintype,
+            subtype=subtype or "octet-stream",
+            filename=item.filename,
+        )
+    raw = _with_letters(msg, draft.letters)
+    everyone = tuple(a.addr_spec for a in (*to, *cc, *bcc))
+    return Composed(
+        raw,
+        draft.account_address,
+        everyone,
+        _parsed(msg, draft, to, cc, subject=subject, text=plain, body_html=body_html),
+    )
+
+
+def _with_letters(msg: EmailMessage, letters: Sequence[bytes]) -> bytes:
+    """Attach stored letters as message/rfc822 parts holding their original bytes, unchanged."""
+    if not letters:
+        return msg.as_bytes()
+    if msg.get_content_type() != "multipart/mixed":
+        msg.make_mixed()
+    everything = b"".join(letters)
+    msg.set_boundary(safe_boundary(everything))
+    tokens = []
+    for number, raw in enumerate(letters, 1):
+        token = f"maild-letter-{secrets.token_hex(16)}"
+        part = EmailMessage(policy=email.policy.SMTP)
+        part["Content-Type"] = "message/rfc822"
+        part["Content-Disposition"] = f'attachment; filename="letter-{number}.eml"'
+        part["Content-Transfer-Encoding"] = transfer_encoding(raw)
+        part.set_payload(token)
+        msg.attach(part)
+        tokens.append((token.encode("ascii"), raw))
+    out = msg.as_bytes()
+    for marker, raw in tokens:
+        out = out.replace(marker, raw, 1)  # the CRLF before the boundary is the boundary's own
+    return out
+
+
+def part_named(raw: bytes, filename: str) -> bytes:
+    """Give the decoded bytes of a stored letter's attachment by its file name; KeyError if absent."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    for part in message.walk():
+        if part.get_filename() == filename and not part.is_multipart():
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                return payload
+    raise KeyError(f"the stored letter has no attachment named {filename!r} any more")
+
+
+def _check_size(draft: Draft) -> None:
+    """Refuse a letter whose attachments together are over the account's limit."""
+    sizes = [len(item.content) for item in draft.files] + [len(raw) for raw in draft.letters]
+    total = sum(sizes)
+    if total > draft.max_attachments_bytes:
+        raise DraftError(
+            f"attachments total {total / _MB:.1f} MB ({len(sizes)} files), over the account's "
+            f"limit of {draft.max_attachments_bytes / _MB:.1f} MB (accounts.outgoing.max_attachments_mb)"
+        )
+
+
+def _autotexts(draft: Draft) -> dict[str, str | None]:
+    """Give each known autotext's value; None where it has none for this letter."""
+    number = draft.request_number
+    return {
+        "current_user": draft.author_full_name or None,
+        "request_number": str(number) if number is not None else None,
+        "request_number_reply": f"[#{number}]" if number is not None else None,
+    }
+
+
+def _fill(text: str, values: dict[str, str | None], where: str) -> str:
+    """Replace the autotexts in a text; an unknown one, or one without a value, is an error."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            known = ", ".join("{" + key + "}" for key in values)
+            raise DraftError(f"{where}: unknown autotext {{{name}}} (known: {known})")
+        value = values[name]
+        if value is None:
+            why = (
+                "the letter has no lead"
+                if name.startswith("request")
+                else "the author has no full name"
+            )
+            raise DraftError(f"{where}: autotext {{{name}}} has no value: {why}")
+        return value
+
+    return _AUTOTEXT.sub(one, text)
+
+
+def _one_line(value: str, where: str) -> str:
+    """Refuse a header value with a line break or NUL: no header injection from the CRM."""
+    if _LINE_BREAK.search(value):
+        raise DraftError(f"{where}: must be one line (it contains a line break or NUL)")
+    return value.strip()
+
+
+def _addresses(value: str, where: str) -> list[Address]:
+    """Parse an address list strictly; a line break or anything not an address is an error."""
+    if not value.strip():
+        return []
+    _one_line(value, where)
+    header = email.policy.default.header_factory(where, value)
+    if header.defects:
+        raise DraftError(f"{where}: {value!r} is not a list of addresses: {header.defects[0]}")
+    out = []
+    for item in header.addresses:
+        local, domain = item.username, item.domain
+        if not local or "." not in domain or domain.startswith(".") or not item.addr_spec.isascii():
+            raise DraftError(f"{where}: {item.addr_spec or value!r} is not an email address")
+        out.append(Address(display_name=item.display_name, addr_spec=item.addr_spec))
+    if not out:
+        raise DraftError(f"{where}: {value!r} holds no email address")
+    return out
+
+
+def _with_text_signature(text: str, signature: str) -> str:
+    """Append the signature after the standard separator."""
+    if not signature:
+        return text
+    return f"{text.rstrip()}\n\n-- \n{signature.strip()}\n"
+
+
+def _text_of(body_html: str, signature: str) -> str:
+    """Give a plain-text part for an HTML-only letter: the HTML's text, then the signature."""
+    text = re.sub(r"<[^>]+>", " ", body_html)
+    text = re.sub(r"[ \t]+", " ", html.unescape(text)).strip()
+    return _with_text_signature(text, signature)
+
+
+def _html(body_html: str, signature: str, signature_html: str, font: str) -> str:
+    """Give the HTML part: the body, the signature, wrapped in the font when one is set."""
+    sig = signature_html or (html.escape(signature).replace("\n", "<br>\n") if signature else "")
+    content = body_html + (f"\n<br><br>-- <br>\n{sig}" if sig else "")
+    style = _font_style(font)
+    return f'<div style="{style}">{content}</div>' if style else content
+
+
+def _font_style(font: str) -> str:
+    """Turn "Verdana, 11pt" into CSS; a value that is not a plain font name is an error."""
+    if not font:
+        return ""
+    if not _FONT.match(font):
+        raise DraftError(f"font {font!r} must be letters, digits, spaces, commas, dots or dashes")
+    parts = [part.strip() for part in font.split(",") if part.strip()]
+    sizes = [part for part in parts if _SIZE.match(part)]
+    families = [part for part in parts if part not in sizes]
+    css = []
+    if families:
+        css.append("font-family: " + ", ".join(families))
+    if sizes:
+        css.append("font-size: " + sizes[-1])
+    return "; ".join(css)
+
+
+def _message_id(address: str) -> str:
+    """Make a new Message-ID in the account's domain."""
+    domain = address.rsplit("@", 1)[-1]
+    return email.utils.make_msgid(domain=domain if domain.isascii() else "maild.invalid")
+
+
+def _parsed(
+    msg: EmailMessage,
+    draft: Draft,
+    to: list[Address],
+    cc: list[Address],
+    *,
+    subject: str,
+    text: str,
+    body_html: str,
+) -> ParsedLetter:
+    """Describe the composed letter as maild stores letters, without parsing it back."""
+    attachments = [
+        AttachmentInfo(position, item.filename, item.content_type, len(item.content))
+        for position, item in enumerate(draft.files)
+    ] + [
+        AttachmentInfo(len(draft.files) + n, f"letter-{n + 1}.eml", "message/rfc822", len(raw))
+        for n, raw in enumerate(draft.letters)
+    ]
+    return ParsedLetter(
+        message_id=str(msg["Message-ID"]),
+        from_=(LetterAddress(draft.account_address.lower(), draft.sender_name),),
+        to=tuple(LetterAddress(a.addr_spec.lower(), a.display_name) for a in to),
+        cc=tuple(LetterAddress(a.addr_spec.lower(), a.display_name) for a in cc),
+        subject=subject,
+        sent_at=email.utils.parsedate_to_datetime(str(msg["Date"])),
+        text=text,
+        html=body_html,
+        attachments=tuple(attachments),
+    )
