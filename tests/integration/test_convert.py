@@ -223,3 +223,26 @@ async def test_ten_thousand(sessions: Sessions) -> None:
         assert await count_unlinked(session) == 0
     assert await _count(sessions, Letter.id, Letter.potential_client_id.is_not(None)) == 0
     assert await _count(sessions, Lead.id, Lead.client_id.is_(None)) == 0
+
+
+async def test_client_for_matches_before_creating(sessions: Sessions) -> None:
+    """client_for, called from an async session as the daemon does, creates a legal entity with
+    its contact person once, then finds it by address and by company."""
+    from maild.db.parties import client_for
+
+    async with sessions.begin() as session:
+        made = await client_for(
+            session, full_name="Anna Petrova", company="Romashka LLC", email="Anna@Romashka.example"
+        )
+        again = await client_for(
+            session, full_name="Anna", company="", email="anna@romashka.example"
+        )
+        colleague = await client_for(
+            session, full_name="Ivan", company="«Romashka»", email="ivan@romashka.example"
+        )
+    assert (made.created_client, made.created_contact, made.matched) == (True, True, None)
+    assert (again.client_id, again.contact_person_id) == (made.client_id, made.contact_person_id)
+    assert again.matched == "address anna@romashka.example"
+    assert colleague.client_id == made.client_id
+    assert (colleague.created_client, colleague.created_contact) == (False, True)
+    assert colleague.matched == 'company "«Romashka»"'
