@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 
 import click
 
@@ -15,6 +15,9 @@ from maild import __version__
 from maild import logging as maild_logging
 from maild.errors import ConfigError, MaildError, ParseError
 from maild.settings import Config, load_config
+
+if TYPE_CHECKING:
+    from maild.leads.convert import ConversionReport
 
 CONFIG_OPTION = click.option(
     "-c",
@@ -435,6 +438,86 @@ def sender(config_path: Path, address: str, limit: int) -> None:
             f"{letter.id:>7} {when} {letter.account}/{printable(letter.folder)} "
             f"{letter.from_address}: {shorten(letter.subject)}{lead}"
         )
+
+
+@leads.command("disable-potential-clients")
+@CONFIG_OPTION
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+def leads_disable_potential_clients(config_path: Path, yes: bool) -> None:
+    """Convert every potential client into a client, re-point their documents, switch them off.
+
+    Each potential client is converted in its own transaction and keeps a link to what it
+    became; an interrupted run is finished by running the command again.
+    """
+    from maild.leads.switch import disable_potential_clients, potential_clients_pending
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        state = asyncio.run(potential_clients_pending(config))
+    except MaildError as exc:
+        _fail(exc)
+    click.echo(
+        f"potential clients: {state.unlinked} to convert into clients, "
+        f"{state.linked} already linked (left alone); use_potential_clients is "
+        f"{'on' if state.enabled else 'off'}"
+    )
+    question = (
+        f"Convert {state.unlinked} potential clients and switch potential clients off?"
+        if state.unlinked
+        else "Nothing to convert. Switch potential clients off?"
+    )
+    if not yes and not _confirmed(question):
+        click.echo("cancelled, nothing changed", err=True)
+        sys.exit(1)
+    with click.progressbar(length=state.unlinked, label="converting", file=sys.stderr) as bar:
+        try:
+            report = asyncio.run(disable_potential_clients(config, progress=bar.update))
+        except MaildError as exc:
+            _fail(exc)
+    for line in _conversion_lines(report):
+        click.echo(line)
+
+
+def _confirmed(question: str) -> bool:
+    """Ask yes/no; no answer at all (no terminal, end of input) means no."""
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:
+        click.echo("", err=True)
+        return False
+
+
+def _conversion_lines(report: ConversionReport) -> list[str]:
+    """Word a conversion's summary: the figures, then the existing clients matched."""
+    lines = [
+        f"converted {report.converted} potential clients: {report.clients_created} clients and "
+        f"{report.contacts_created} contact persons created, {report.matched} matched to "
+        f"existing clients",
+        f"documents updated: {report.documents_updated} ({report.letters_updated} letters, "
+        f"{report.leads_updated} leads); {report.already_linked} potential clients were "
+        "already linked",
+    ]
+    if report.matches:
+        lines.append("matched existing clients instead of creating them:")
+        lines.extend(f"  {match}" for match in report.matches)
+        if report.matched > len(report.matches):
+            lines.append(f"  ... and {report.matched - len(report.matches)} more")
+    lines.append("use_potential_clients is now off")
+    return lines
+
+
+@leads.command("enable-potential-clients")
+@CONFIG_OPTION
+def leads_enable_potential_clients(config_path: Path) -> None:
+    """Switch potential clients back on: unknown senders become potential clients again."""
+    from maild.leads.switch import enable_potential_clients
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        asyncio.run(enable_potential_clients(config))
+    except MaildError as exc:
+        _fail(exc)
+    click.echo("use_potential_clients is now on")
 
 
 @main.command()

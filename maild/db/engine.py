@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -29,7 +30,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         _ensure_parent_dir(parsed.database)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-        _install_sqlite_events(engine)
+        _install_sqlite_events(engine.sync_engine)
         return engine
     return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -40,10 +41,25 @@ def _ensure_parent_dir(database: str | None) -> None:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
 
 
-def _install_sqlite_events(engine: AsyncEngine) -> None:
+def sqlite_sync_twin(engine: AsyncEngine) -> Engine | None:
+    """Give a blocking engine on the same SQLite file, for long runs of small transactions.
+
+    Each statement through the async SQLite driver costs several thread hand-offs; a batch job
+    that runs its transactions in a worker thread on this engine skips them. None for
+    PostgreSQL and for in-memory databases, which a second engine would not see.
+    """
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    twin = sa_create_engine(url.set(drivername="sqlite+pysqlite"), connect_args={"timeout": 30})
+    _install_sqlite_events(twin)
+    return twin
+
+
+def _install_sqlite_events(engine: Engine) -> None:
     """Apply the SQLAlchemy recipe for real SQLite transactions (driver autocommit + BEGIN IMMEDIATE)."""
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -53,7 +69,7 @@ def _install_sqlite_events(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 

@@ -11,11 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import (
+    Insert,
+    Select,
+    String,
+    Table,
+    bindparam,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from maild.core.names import address_key, company_key
-from maild.db.tables import Client, ContactPerson, Letter, PotentialClient, utcnow
+from maild.db.tables import Client, ContactPerson, Letter, PotentialClient, UtcDateTime, utcnow
 
 PartyKind = Literal["contact_person", "client", "potential_client"]
 
@@ -138,87 +152,201 @@ async def client_for(
     A company makes a legal-entity client with the person as its contact person; a name alone
     makes an individual client. ``matched`` says which existing row was reused, and why.
     """
+
+    def run(sync_session: Session) -> ClientLink:
+        return client_for_sync(
+            sync_session.connection(),
+            full_name=full_name,
+            company=company,
+            email=email,
+            phone=phone,
+        )
+
+    return await session.run_sync(run)
+
+
+def client_for_sync(
+    conn: Connection, *, full_name: str, company: str, email: str, phone: str = ""
+) -> ClientLink:
+    """Do what client_for does on a plain connection, for callers that batch many in a thread."""
     key = address_key(email)
-    found = await resolve_party(session, key, include_potential=False) if key else None
-    if found is not None and found.client_id is not None:
-        return ClientLink(found.client_id, found.contact_person_id, f"address {key}")
+    found = _existing(conn, key, company_key(company) if company else "")
+    if found is not None and found.rank < _BY_COMPANY_RANK:
+        return ClientLink(found.client_id, found.contact_id, f"address {key}")
     if not company:
-        client_id = await _insert_client(
-            session, kind="individual", name=full_name or key, email=key, phone=phone
+        client_id = _insert_client(
+            conn, kind="individual", name=full_name or key, email=key, phone=phone
         )
         return ClientLink(client_id, None, created_client=True)
-    matched = await _client_by_company(session, company)
-    created_client = matched is None
-    client_id = matched or await _insert_client(
-        session, kind="legal", name=company, email="", phone=""
-    )
-    contact_id = await _insert_contact(
-        session, client_id, full_name=full_name or key, email=key, phone=phone
-    )
+    matched = found.client_id if found is not None else None
+    person = {"full_name": full_name or key, "email": key, "phone": phone}
+    if matched is None:
+        client_id, contact_id = _insert_legal_with_contact(conn, company, **person)
+    else:
+        client_id = matched
+        contact_id = _insert_contact(conn, client_id, **person)
     return ClientLink(
         client_id,
         contact_id,
-        None if created_client else f'company "{company}"',
-        created_client=created_client,
+        None if matched is None else f'company "{company}"',
+        created_client=matched is None,
         created_contact=True,
     )
 
 
-async def _client_by_company(session: AsyncSession, company: str) -> int | None:
-    """Find a legal-entity client whose normalised name equals this company's."""
-    key = company_key(company)
-    if not key:
+_CLIENTS: Table = Client.__table__  # type: ignore[assignment]
+_CONTACTS: Table = ContactPerson.__table__  # type: ignore[assignment]
+_BY_COMPANY_RANK = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """An existing client a person matched: rank 0 a contact person's address, 1 a client's
+    address, 2 a legal entity's normalised name."""
+
+    rank: int
+    client_id: int
+    contact_id: int | None
+
+
+def _existing_query() -> Select[tuple[int, int, int | None]]:
+    """Build the one query that finds the client of an address, else of a company name.
+
+    By address: the oldest contact person, else the oldest client, as resolve_party looks.
+    """
+    address = bindparam("address", type_=String())
+    name_key = bindparam("name_key", type_=String())
+    contacts = select(
+        literal(0).label("rank"),
+        _CONTACTS.c.id.label("row_id"),
+        _CONTACTS.c.client_id.label("client_id"),
+        _CONTACTS.c.id.label("contact_id"),
+    ).where(_CONTACTS.c.email == address)
+    clients = select(
+        literal(1).label("rank"),
+        _CLIENTS.c.id.label("row_id"),
+        _CLIENTS.c.id.label("client_id"),
+        null().label("contact_id"),
+    ).where(_CLIENTS.c.email == address)
+    companies = select(
+        literal(_BY_COMPANY_RANK).label("rank"),
+        _CLIENTS.c.id.label("row_id"),
+        _CLIENTS.c.id.label("client_id"),
+        null().label("contact_id"),
+    ).where(_CLIENTS.c.name_key == name_key, _CLIENTS.c.kind == "legal")
+    found = union_all(contacts, clients, companies).subquery()
+    return (
+        select(found.c.rank, found.c.client_id, found.c.contact_id)
+        .order_by(found.c.rank, found.c.row_id)
+        .limit(1)
+    )
+
+
+# Built once: building and hashing a statement costs more than running it on SQLite.
+_EXISTING = _existing_query()
+_INSERT_CLIENT = insert(_CLIENTS).returning(_CLIENTS.c.id)
+_INSERT_CONTACT = insert(_CONTACTS).returning(_CONTACTS.c.id)
+
+
+def _existing(conn: Connection, address: str, name_key: str) -> _Found | None:
+    """Find the client of an address, else the legal entity of a company key; blanks match nothing."""
+    if not address and not name_key:
         return None
-    found = (
-        await session.execute(
-            select(Client.id)
-            .where(Client.name_key == key, Client.kind == "legal")
-            .order_by(Client.id)
-            .limit(1)
-        )
-    ).scalar()
-    return int(found) if found is not None else None
+    row = conn.execute(
+        _EXISTING, {"address": address or None, "name_key": name_key or None}
+    ).first()
+    if row is None:
+        return None
+    contact = None if row.contact_id is None else int(row.contact_id)
+    return _Found(int(row.rank), int(row.client_id), contact)
 
 
-async def _insert_client(
-    session: AsyncSession, *, kind: str, name: str, email: str, phone: str
-) -> int:
+def _insert_client(conn: Connection, *, kind: str, name: str, email: str, phone: str) -> int:
     """Insert one client row."""
     now = utcnow()
-    stmt = (
-        insert(Client)
+    values = {
+        "kind": kind,
+        "name": name[:500],
+        "name_key": company_key(name)[:500] if kind == "legal" else "",
+        "email": email[:320],
+        "phone": phone[:64],
+        "created_at": now,
+        "updated_at": now,
+    }
+    return int(conn.execute(_INSERT_CLIENT, values).scalar_one())
+
+
+def _legal_with_contact() -> Insert:
+    """Build PostgreSQL's insert of a legal entity and its contact person in one statement."""
+    now = bindparam("now", type_=UtcDateTime())
+    client = (
+        insert(_CLIENTS)
         .values(
-            kind=kind,
-            name=name[:500],
-            name_key=company_key(name)[:500] if kind == "legal" else "",
-            email=email[:320],
-            phone=phone[:64],
+            kind="legal",
+            name=bindparam("c_name", type_=String()),
+            name_key=bindparam("c_name_key", type_=String()),
+            email="",
+            phone="",
             created_at=now,
             updated_at=now,
         )
-        .returning(Client.id)
+        .returning(_CLIENTS.c.id)
+        .cte("new_client")
     )
-    return int((await session.execute(stmt)).scalar_one())
+    person = select(
+        client.c.id,
+        bindparam("p_full_name", type_=String()),
+        bindparam("p_email", type_=String()),
+        bindparam("p_phone", type_=String()),
+        now,
+        now,
+    )
+    columns = ["client_id", "full_name", "email", "phone", "created_at", "updated_at"]
+    return (
+        insert(_CONTACTS)
+        .from_select(columns, person)
+        .returning(_CONTACTS.c.client_id, _CONTACTS.c.id)
+        .add_cte(client)
+    )
 
 
-async def _insert_contact(
-    session: AsyncSession, client_id: int, *, full_name: str, email: str, phone: str
+_LEGAL_WITH_CONTACT = _legal_with_contact()
+
+
+def _insert_legal_with_contact(
+    conn: Connection, company: str, *, full_name: str, email: str, phone: str
+) -> tuple[int, int]:
+    """Insert a legal-entity client and its contact person; one round trip on PostgreSQL."""
+    if conn.dialect.name != "postgresql":
+        client_id = _insert_client(conn, kind="legal", name=company, email="", phone="")
+        contact = _insert_contact(conn, client_id, full_name=full_name, email=email, phone=phone)
+        return client_id, contact
+    values = {
+        "c_name": company[:500],
+        "c_name_key": company_key(company)[:500],
+        "p_full_name": full_name[:500],
+        "p_email": email[:320],
+        "p_phone": phone[:64],
+        "now": utcnow(),
+    }
+    row = conn.execute(_LEGAL_WITH_CONTACT, values).one()
+    return int(row.client_id), int(row.id)
+
+
+def _insert_contact(
+    conn: Connection, client_id: int, *, full_name: str, email: str, phone: str
 ) -> int:
     """Insert one contact person of a client."""
     now = utcnow()
-    stmt = (
-        insert(ContactPerson)
-        .values(
-            client_id=client_id,
-            full_name=full_name[:500],
-            email=email[:320],
-            phone=phone[:64],
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(ContactPerson.id)
-    )
-    return int((await session.execute(stmt)).scalar_one())
+    values = {
+        "client_id": client_id,
+        "full_name": full_name[:500],
+        "email": email[:320],
+        "phone": phone[:64],
+        "created_at": now,
+        "updated_at": now,
+    }
+    return int(conn.execute(_INSERT_CONTACT, values).scalar_one())
 
 
 async def link_letter(session: AsyncSession, letter_id: int, party: Party) -> None:
