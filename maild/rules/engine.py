@@ -175,12 +175,21 @@ _NO_LETTER = _NoLetter()
 def evaluate(ruleset: RuleSet, facts: LetterFacts) -> Decision:
     """Try every rule in order on one letter and add up the effects; pure and allocation-light."""
     plan = ruleset.plan(facts.account, facts.folder)
+    to_call = plan.to_call(facts)
+    if not to_call:  # every rule missed by its filters or gate: the results are constant
+        return Decision(
+            results=cast("tuple[RuleResult, ...]", plan.start),
+            effects=(),
+            stopped_by=None,
+            implicit_keep=True,
+            ruleset_version=ruleset.version,
+        )
     steps = plan.steps
     results = list(plan.start)
     effects: list[Effect] = []
     stopped_by = None
     matched = False
-    for position in plan.to_call(facts):
+    for position in to_call:
         _, condition, misses, constant_hit, rule = steps[position]
         if condition is not None:
             failed = condition(facts)

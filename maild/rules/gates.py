@@ -10,6 +10,7 @@ get their gate's miss, the very result their condition would have returned.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -70,13 +71,14 @@ class Gating:
     __slots__ = ("_needles", "_values")
 
     def __init__(self, gated: Iterable[tuple[int, Gate]]) -> None:
+        gated = list(gated)
         needles: dict[object, tuple[Callable[[LetterFacts], Found], _NeedleEntries]] = {}
         values: dict[object, tuple[Callable[[LetterFacts], Values], dict[str, list[int]]]] = {}
+        shared = _sharing(gated)
         for position, gate in gated:
             for atom in gate.atoms:
                 if isinstance(atom, NeedleAtom):
-                    # Keyed by the longest needle, the rarest one most likely.
-                    first = max(sorted(atom.needles), key=len)
+                    first = _key_needle(atom, shared)
                     rest = atom.needles - {first} or None
                     entries = needles.setdefault(atom.key, (atom.search, {}))[1]
                     entries.setdefault(first, []).append((position, rest))
@@ -84,8 +86,8 @@ class Gating:
                     by_value = values.setdefault(atom.key, (atom.view, {}))[1]
                     for value in atom.values:
                         by_value.setdefault(value, []).append(position)
-        self._needles = tuple((search, entries) for search, entries in needles.values())
-        self._values = tuple((view, by_value) for view, by_value in values.values())
+        self._needles = tuple(needles.values())
+        self._values = tuple(values.values())
 
     def candidates(self, facts: LetterFacts) -> set[int]:
         """Give the positions of the gated rules whose gate holds on this letter."""
@@ -107,3 +109,23 @@ class Gating:
                 if positions is not None:
                     out.update(positions)
         return out
+
+
+def _sharing(gated: list[tuple[int, Gate]]) -> Counter[tuple[object, str]]:
+    """Count, per search and needle, the atoms that need the needle."""
+    return Counter(
+        (atom.key, needle)
+        for _, gate in gated
+        for atom in gate.atoms
+        if isinstance(atom, NeedleAtom)
+        for needle in atom.needles
+    )
+
+
+def _key_needle(atom: NeedleAtom, shared: Counter[tuple[object, str]]) -> str:
+    """Pick the needle an atom is looked up by: the one least often present, at a guess.
+
+    That is the needle the fewest atoms share (a word many rules need, like ``order`` in
+    ``order\\s+#?17\\d{4}``, is likely a common one), then the longest, then the first.
+    """
+    return min(sorted(atom.needles), key=lambda needle: (shared[atom.key, needle], -len(needle)))
