@@ -21,6 +21,7 @@ from typing import Any
 
 from maild.core.decision import LetterFacts
 from maild.core.letter import Address
+from maild.rules.gates import Gate, NeedleAtom, ValueAtom, gate_all, gate_any
 from maild.rules.needles import Found, ViewNeedles
 from maild.rules.registry import (
     CONDITIONS,
@@ -285,20 +286,23 @@ def _text_condition(
         )
     folded = normalise is None and not case_sensitive
     if normalise is not None:
-        view = _memoised(key, extract, fold=False)
         items = [normalise(item) for item in items]
-    elif case_sensitive:
-        view = _memoised(key, extract, fold=False)
-    else:
-        view = _memoised(key, extract, fold=True)
+    elif folded:
         items = [item.lower() for item in items]
     if operator == "is":
-        return _is(frozenset(items), _memo_key(key, fold=folded), view, miss)
+        memo_key = _memo_key(key, fold=folded)
+        view = _memoised(key, extract, fold=folded)
+        accepted = frozenset(items)
+        atom = ValueAtom(memo_key, view, accepted)
+        return ctx.gate(_is(accepted, memo_key, view, miss), Gate((atom,), miss))
     if folded:
         needles.add_folded(tuple(items))
-        return _contains(tuple(items), needles.lower, needles.lower_key, miss)
-    needles.add_raw(tuple(items))
-    return _contains(tuple(items), needles.raw, needles.raw_key, miss)
+        search, search_key = needles.lower, needles.lower_key
+    else:
+        needles.add_raw(tuple(items))
+        search, search_key = needles.raw, needles.raw_key
+    atoms = tuple(NeedleAtom(search_key, search, frozenset((item,))) for item in items)
+    return ctx.gate(_contains(tuple(items), search, search_key, miss), Gate(atoms, miss))
 
 
 def _view_needles(ctx: BuildContext, key: str, extract: Extract) -> ViewNeedles:
@@ -338,14 +342,19 @@ def _matches(
     if len(compiled) != len(patterns):
         return None
     steps = []
+    atoms: list[NeedleAtom] = []
     for regex in compiled:
         literals, insensitive = required_literals(regex)
         if insensitive:
             needles.add_folded(literals)
+            atoms.append(NeedleAtom(needles.regex_key, needles.regex, frozenset(literals)))
         else:
             needles.add_raw(literals)
+            atoms.append(NeedleAtom(needles.raw_key, needles.raw, frozenset(literals)))
         steps.append((regex.search, frozenset(literals), insensitive))
     plan = tuple(steps)
+    # A value is searched only when it holds every literal: no literals anywhere, no match.
+    gate = Gate(tuple(atoms), miss) if all(atom.needles for atom in atoms) else None
     raw_found, regex_found = needles.raw, needles.regex
 
     def matches(facts: LetterFacts) -> str | None:
@@ -369,7 +378,7 @@ def _matches(
                     return None
         return miss
 
-    return matches
+    return ctx.gate(matches, gate)
 
 
 def required_literals(pattern: re.Pattern[str]) -> tuple[tuple[str, ...], bool]:
@@ -707,7 +716,7 @@ def all_condition(
                 return failed
         return None
 
-    return all_
+    return ctx.gate(all_, gate_all([ctx.gate_of(child) for child in group]))
 
 
 @CONDITIONS.register("any", summary="At least one condition in the list holds.")
@@ -727,7 +736,7 @@ def any_condition(
                 return None
         return miss
 
-    return any_
+    return ctx.gate(any_, gate_any([ctx.gate_of(child) for child in group], miss))
 
 
 @CONDITIONS.register("not", summary="The condition in the table does not hold.")

@@ -2,15 +2,19 @@
 
 Per (account, folder) the engine keeps a plan: the rules that cannot apply there are reduced to
 their constant miss results, and the effects of actions that do not read the letter are computed
-once. Evaluating a letter then calls precompiled conditions and appends constant results.
+once. Rules whose condition has a gate (``maild.rules.gates``) are only called on letters that
+pass it: the plan starts every letter from the results the rules give when not called (their
+constant or gate miss), then calls, in order, the ungated rules and the gated ones that may hold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from maild.core.decision import AccountInfo, Decision, Effect, LetterFacts, RuleResult
+from maild.rules.gates import Gate, Gating
 from maild.rules.registry import CompiledAction, CompiledCondition
 
 _PLAN_CACHE_LIMIT = 4096
@@ -27,6 +31,7 @@ class CompiledRule:
     condition: CompiledCondition | None
     actions: tuple[CompiledAction, ...]
     stop: bool
+    gate: Gate | None = field(default=None, compare=False)
     misses: dict[str, RuleResult] = field(default_factory=dict, compare=False)
 
     def effects(self, facts: LetterFacts, account: AccountInfo | None) -> tuple[Effect, ...]:
@@ -44,6 +49,13 @@ class CompiledRule:
             return RuleResult(self.name, False, f'folders: not for folder "{folder}"')
         return None
 
+    def miss(self, failed: str) -> RuleResult:
+        """Give the (cached) miss result for a failed condition."""
+        result = self.misses.get(failed)
+        if result is None:
+            result = self.misses[failed] = RuleResult(self.name, False, failed)
+        return result
+
 
 # One step of a plan: (constant result or None, condition, miss cache, constant hit or None, rule).
 Step = tuple[
@@ -53,6 +65,32 @@ Step = tuple[
     RuleResult | None,
     CompiledRule,
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The steps for one account and folder, and which of them a letter needs called.
+
+    ``start`` holds, per step, the result when the step is not called (its constant miss, or
+    its gate's miss); ``always`` lists the steps to call on every letter, in order; ``gating``
+    gives the gated steps that may hold on a letter.
+    """
+
+    steps: tuple[Step, ...]
+    start: tuple[RuleResult | None, ...]
+    always: tuple[int, ...]
+    gating: Gating | None
+
+    def to_call(self, facts: LetterFacts) -> Sequence[int]:
+        """Give the positions of the steps to call on a letter, in order."""
+        gating = self.gating
+        if gating is None:
+            return self.always
+        candidates = gating.candidates(facts)
+        if not candidates:
+            return self.always
+        candidates.update(self.always)
+        return sorted(candidates)
 
 
 class RuleSet:
@@ -65,12 +103,14 @@ class RuleSet:
         *,
         version: str,
         source: str = "",
+        gating: bool = True,
     ) -> None:
         self.rules = rules
         self.accounts = dict(accounts)
         self.version = version
         self.source = source
-        self._plans: dict[tuple[str, str], tuple[Step, ...]] = {}
+        self.gating = gating
+        self._plans: dict[tuple[str, str], Plan] = {}
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -78,17 +118,33 @@ class RuleSet:
     def __repr__(self) -> str:
         return f"RuleSet({len(self.rules)} rules, version={self.version!r})"
 
-    def plan(self, account: str, folder: str) -> tuple[Step, ...]:
-        """Give (and cache) the steps for letters of one account and folder."""
+    def plan(self, account: str, folder: str) -> Plan:
+        """Give (and cache) the plan for letters of one account and folder."""
         key = (account, folder)
-        steps = self._plans.get(key)
-        if steps is None:
+        plan = self._plans.get(key)
+        if plan is None:
             if len(self._plans) >= _PLAN_CACHE_LIMIT:
                 self._plans.clear()
-            steps = self._plans[key] = tuple(
-                self._step(rule, account, folder) for rule in self.rules
-            )
-        return steps
+            plan = self._plans[key] = self._plan(account, folder)
+        return plan
+
+    def _plan(self, account: str, folder: str) -> Plan:
+        steps = tuple(self._step(rule, account, folder) for rule in self.rules)
+        start: list[RuleResult | None] = []
+        always: list[int] = []
+        gated: list[tuple[int, Gate]] = []
+        for position, (skipped, condition, _, _, rule) in enumerate(steps):
+            gate = rule.gate if self.gating and condition is not None else None
+            if skipped is not None:
+                start.append(skipped)
+            elif gate is not None:
+                start.append(rule.miss(gate.failed))
+                gated.append((position, gate))
+            else:
+                start.append(None)
+                always.append(position)
+        gating = Gating(gated) if gated else None
+        return Plan(steps, tuple(start), tuple(always), gating)
 
     def _step(self, rule: CompiledRule, account: str, folder: str) -> Step:
         skipped = rule.skip(account, folder)
@@ -118,39 +174,48 @@ _NO_LETTER = _NoLetter()
 
 def evaluate(ruleset: RuleSet, facts: LetterFacts) -> Decision:
     """Try every rule in order on one letter and add up the effects; pure and allocation-light."""
-    results: list[RuleResult] = []
-    append = results.append
+    plan = ruleset.plan(facts.account, facts.folder)
+    to_call = plan.to_call(facts)
+    if not to_call:  # every rule missed by its filters or gate: the results are constant
+        return Decision(
+            results=cast("tuple[RuleResult, ...]", plan.start),
+            effects=(),
+            stopped_by=None,
+            implicit_keep=True,
+            ruleset_version=ruleset.version,
+        )
+    steps = plan.steps
+    results = list(plan.start)
     effects: list[Effect] = []
     stopped_by = None
     matched = False
-    for skipped, condition, misses, constant_hit, rule in ruleset.plan(facts.account, facts.folder):
-        if skipped is not None:
-            append(skipped)
-            continue
+    for position in to_call:
+        _, condition, misses, constant_hit, rule = steps[position]
         if condition is not None:
             failed = condition(facts)
             if failed is not None:
                 miss = misses.get(failed)
                 if miss is None:
                     miss = misses[failed] = RuleResult(rule.name, False, failed)
-                append(miss)
+                results[position] = miss
                 continue
         hit = constant_hit
         if hit is None:
             hit = RuleResult(
                 rule.name, True, None, rule.effects(facts, ruleset.accounts.get(facts.account))
             )
-        append(hit)
+        results[position] = hit
         matched = True
         if hit.effects:
             effects.extend(hit.effects)
         if rule.stop:
             stopped_by = rule.name
+            del results[position + 1 :]
             break
     if len(effects) > 1:
         effects = _unique(effects)
     return Decision(
-        results=tuple(results),
+        results=cast("tuple[RuleResult, ...]", tuple(results)),
         effects=tuple(effects),
         stopped_by=stopped_by,
         implicit_keep=not matched,

@@ -98,6 +98,7 @@ def _compile_one(index: int, rule: RuleConfig, ctx: BuildContext) -> CompiledRul
         accounts=None if rule.accounts is None else frozenset(rule.accounts),
         folders=None if rule.folders is None else frozenset(rule.folders),
         condition=condition,
+        gate=None if condition is None else ctx.gate_of(condition),
         actions=tuple(compiled_actions),
         stop=rule.stop or any(action.stops for action in compiled_actions),
     )

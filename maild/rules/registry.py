@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from maild.core.decision import AccountInfo, Effect, LetterFacts
+from maild.rules.gates import Gate
 
 CompiledCondition = Callable[[LetterFacts], str | None]
 """Return None when the condition holds, else the path and description of what failed."""
@@ -45,12 +46,14 @@ class BuildContext:
 
     ``shared`` is one dict for every rule of a rule set, so conditions of different rules can
     pool work done once per letter (the needles searched for in each view of the letter).
+    ``gates`` holds the gate a factory declared for a compiled condition (see ``gates``).
     """
 
     accounts: Mapping[str, AccountInfo]
     rule_accounts: tuple[str, ...]
     problems: list[tuple[str, str]] = field(default_factory=list)
     shared: dict[object, Any] = field(default_factory=dict)
+    gates: dict[CompiledCondition, Gate] = field(default_factory=dict)
 
     def problem(self, path: str, message: str) -> None:
         """Record a problem at a rule-relative path (``match.all[0].matches``)."""
@@ -68,6 +71,16 @@ class BuildContext:
     def condition(self, node: Any, path: str) -> CompiledCondition | None:
         """Compile a nested condition table through the registry; None after a problem."""
         return compile_condition(node, path, self)
+
+    def gate(self, condition: CompiledCondition, gate: Gate | None) -> CompiledCondition:
+        """Declare the gate of a compiled condition (none: it is always called); give it back."""
+        if gate is not None:
+            self.gates[condition] = gate
+        return condition
+
+    def gate_of(self, condition: CompiledCondition) -> Gate | None:
+        """Give the gate declared for a compiled condition, if any."""
+        return self.gates.get(condition)
 
 
 ConditionFactory = Callable[[Mapping[str, Any], str, BuildContext], CompiledCondition | None]

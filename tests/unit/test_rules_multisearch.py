@@ -153,3 +153,14 @@ def test_regex_literals_are_checked_per_value() -> None:
     )
     assert hits(letter, {"attachment": "name", "matches": r"order.*35"}) == []
     assert hits(letter, {"attachment": "name", "matches": r"order|35"}) == ["r0"]
+
+
+def test_a_needle_found_in_most_texts_is_still_reported_once_tested_apart() -> None:
+    """A frequent needle moves out of the automaton to an ``in`` test; the answers stay exact."""
+    search = MultiSearch(["order", "reference 7", "rare"])
+    for _ in range(200):
+        assert search.present(b"an order, another order") == {"order"}
+    assert search.frequent == {"order"}
+    assert search.present(b"reference 7 rare") == {"reference 7", "rare"}
+    assert search.present(b"order reference 7") == {"order", "reference 7"}
+    assert search.present(b"nothing") == set()
