@@ -469,7 +469,14 @@ def leads_disable_potential_clients(config_path: Path, yes: bool) -> None:
     if not yes and not _confirmed(question):
         click.echo("cancelled, nothing changed", err=True)
         sys.exit(1)
-    with click.progressbar(length=state.unlinked, label="converting", file=sys.stderr) as bar:
+    # The bar only when there is work: an empty one would just print its label.
+    bar = click.progressbar(
+        length=max(state.unlinked, 1),
+        label="converting",
+        file=sys.stderr,
+        hidden=not state.unlinked,
+    )
+    with bar:
         try:
             report = asyncio.run(disable_potential_clients(config, progress=bar.update))
         except MaildError as exc:
