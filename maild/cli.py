@@ -155,7 +155,8 @@ def letters_retry_failed(config_path: Path, limit: int | None) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="The file to write (replaced whole, never left half written).",
 )
-def letters_print(config_path: Path, ids: tuple[int, ...], output: Path) -> None:
+@click.option("--pdf", is_flag=True, help="Write PDF instead of HTML (needs maild[pdf]).")
+def letters_print(config_path: Path, ids: tuple[int, ...], output: Path, pdf: bool) -> None:
     """Print letters into one document, one letter per page, in the order given.
 
     Each page shows the letter's From, To, Cc, Date, Subject, mailbox and folder, its text
@@ -170,12 +171,18 @@ def letters_print(config_path: Path, ids: tuple[int, ...], output: Path) -> None
     config = _load(config_path, check_secrets=False)
     try:
         found = asyncio.run(with_database(config, lambda s: load_letters(s, ids)))
-        data = render_document(found).encode("utf-8")
+        html = render_document(found)
+        if pdf:
+            from maild.printing.pdf import html_to_pdf
+
+            data = html_to_pdf(html)
+        else:
+            data = html.encode("utf-8")
         write_atomically(output, data)
     except MaildError as exc:
         _fail(exc)
     count = f"{len(found)} {'letter' if len(found) == 1 else 'letters'}"
-    click.echo(f"printed {count} to {output} (HTML, {len(data)} bytes)")
+    click.echo(f"printed {count} to {output} ({'PDF' if pdf else 'HTML'}, {len(data)} bytes)")
 
 
 def _usage(message: str) -> NoReturn:

@@ -175,3 +175,17 @@ def test_print_cli_never_creates_a_database(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["letters", "print", "1", "-c", str(config), "-o", str(out)])
     assert result.exit_code == 1 and "does not exist" in result.output
     assert not db.exists() and not out.exists()
+
+
+def test_print_cli_writes_pdf(setup: tuple[Path, list[int]], tmp_path: Path) -> None:
+    """With --pdf the same document is written as a PDF."""
+    pytest.importorskip("weasyprint", exc_type=ImportError)
+    config, (first, second) = setup
+    out = tmp_path / "print.pdf"
+    result = CliRunner().invoke(
+        main,
+        ["letters", "print", str(first), str(second), "-c", str(config), "-o", str(out), "--pdf"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "(PDF," in result.output
+    assert out.read_bytes().startswith(b"%PDF-")
