@@ -45,6 +45,11 @@ pre.text { font-family: "DejaVu Sans Mono", "Liberation Mono", monospace; font-s
 .attachments th, .attachments td { text-align: left; padding: 0.5mm 3mm 0.5mm 0;
   vertical-align: top; }
 .attachments td.size, .attachments th.size { text-align: right; white-space: nowrap; }
+@media screen {
+  body { background: #ddd; padding: 8mm 0; }
+  .letter { background: #fff; max-width: 180mm; margin: 0 auto 8mm; padding: 12mm 15mm;
+    box-shadow: 0 0.5mm 2mm #888; }
+}
 """
 
 _SPACES = {"Zs", "Zl", "Zp"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
@@ -11,11 +13,14 @@ from typing import ClassVar
 
 import pytest
 
+from maild.errors import PrintError
 from maild.printing.pdf import html_to_pdf
 from maild.printing.render import render_document
 from tests.unit.test_print_render import letter
 
-pytest.importorskip("weasyprint", exc_type=ImportError)
+needs_weasyprint = pytest.mark.skipif(
+    importlib.util.find_spec("weasyprint") is None, reason="WeasyPrint (maild[pdf]) not installed"
+)
 
 
 def pdf_objects(pdf: bytes) -> bytes:
@@ -61,6 +66,7 @@ def server() -> Iterator[str]:
     thread.join()
 
 
+@needs_weasyprint
 def test_one_page_per_letter_in_the_pdf() -> None:
     """Three short letters make a three-page PDF; a long one takes more pages but starts its own."""
     short = [letter(id=n) for n in (1, 2, 3)]
@@ -71,6 +77,7 @@ def test_one_page_per_letter_in_the_pdf() -> None:
     assert page_count(long) >= 3
 
 
+@needs_weasyprint
 def test_pdf_fetches_nothing(server: str) -> None:
     """Even markup that slipped past the sanitiser cannot make the PDF renderer fetch a URL or file."""
     html = (
@@ -82,3 +89,12 @@ def test_pdf_fetches_nothing(server: str) -> None:
     pdf = html_to_pdf(html)
     assert page_count(pdf) == 1
     assert Hits.hits == []
+
+
+def test_without_weasyprint_pdf_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without WeasyPrint (or Pango), --pdf fails with a PrintError naming the extra and the HTML way."""
+    monkeypatch.setitem(sys.modules, "weasyprint", None)
+    with pytest.raises(
+        PrintError, match=r"pip install 'maild\[pdf\]'.*print it to PDF from a browser"
+    ):
+        html_to_pdf("<p>x</p>")
