@@ -124,8 +124,10 @@ class SmtpSender:
             validate_certs=True,
             tls_context=self._tls_context() if security != "none" else None,
         )
+        plain: asyncio.BaseTransport | None = None
         try:
             await client.connect()
+            plain = client.transport
             await client.ehlo()
             if security == "starttls":
                 if not client.supports_extension("starttls"):
@@ -141,6 +143,7 @@ class SmtpSender:
                 await self._login(client, self._config.username)
         except Exception as exc:
             await _closed(client)
+            await _close_transport(plain)  # a failed STARTTLS leaves the plaintext one open
             if isinstance(exc, SmtpError):
                 raise
             raise self._session_error(exc) from exc
@@ -273,6 +276,13 @@ async def _closed(client: aiosmtplib.SMTP, wait: float = 2.0) -> None:
     # aiosmtplib offers no event for "the socket is closed"; its protocol drops the transport then.
     while protocol.transport is not None and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
+
+
+async def _close_transport(transport: asyncio.BaseTransport | None) -> None:
+    """Close a transport aiosmtplib let go of, and give the loop a turn to release its socket."""
+    if transport is not None and not transport.is_closing():
+        transport.close()
+        await asyncio.sleep(0)
 
 
 def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -43,6 +44,13 @@ def config(sink: SmtpSink, **overrides: Any) -> SmtpConfig:
 def make_sender(sink: SmtpSink, timeout: float = 5.0, **overrides: Any) -> SmtpSender:
     """Give a sender for a sink with a short timeout and a fixed EHLO name (no DNS lookups)."""
     return SmtpSender(config(sink, **overrides), timeout=timeout, local_hostname="maild.test")
+
+
+@pytest.fixture(autouse=True)
+def _collect_connections() -> Iterator[None]:
+    """Collect each test's dropped connections before the next test, so none is blamed on another."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
