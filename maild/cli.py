@@ -148,6 +148,46 @@ def letters_retry_failed(config_path: Path, limit: int | None) -> None:
         sys.exit(1)
 
 
+@letters.command("print")
+@CONFIG_OPTION
+@click.argument("ids", metavar="ID...", nargs=-1, required=True, type=click.IntRange(min=1))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The file to write (replaced whole, never left half written).",
+)
+@click.option("--pdf", is_flag=True, help="Write PDF instead of HTML (needs maild[pdf]).")
+def letters_print(config_path: Path, ids: tuple[int, ...], output: Path, pdf: bool) -> None:
+    """Print letters into one document, one letter per page, in the order given.
+
+    Each page shows the letter's From, To, Cc, Date, Subject, mailbox and folder, its text
+    (HTML with scripts, forms and remote content removed, or plain text) and its attachments.
+    If any id does not exist, nothing is written.
+    """
+    from maild.printing.output import write_atomically
+    from maild.printing.render import render_document
+    from maild.printing.service import load_letters
+    from maild.runtime import with_database
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        found = asyncio.run(with_database(config, lambda s: load_letters(s, ids)))
+        html = render_document(found)
+        if pdf:
+            from maild.printing.pdf import html_to_pdf
+
+            data = html_to_pdf(html)
+        else:
+            data = html.encode("utf-8")
+        write_atomically(output, data)
+    except MaildError as exc:
+        _fail(exc)
+    count = f"{len(found)} {'letter' if len(found) == 1 else 'letters'}"
+    click.echo(f"printed {count} to {output} ({'PDF' if pdf else 'HTML'}, {len(data)} bytes)")
+
+
 def _usage(message: str) -> NoReturn:
     """Print a wrong command-line value with what would be right, and exit 2."""
     click.echo(f"maild: error: {message}", err=True)
@@ -469,7 +509,14 @@ def leads_disable_potential_clients(config_path: Path, yes: bool) -> None:
     if not yes and not _confirmed(question):
         click.echo("cancelled, nothing changed", err=True)
         sys.exit(1)
-    with click.progressbar(length=state.unlinked, label="converting", file=sys.stderr) as bar:
+    # The bar only when there is work: an empty one would just print its label.
+    bar = click.progressbar(
+        length=max(state.unlinked, 1),
+        label="converting",
+        file=sys.stderr,
+        hidden=not state.unlinked,
+    )
+    with bar:
         try:
             report = asyncio.run(disable_potential_clients(config, progress=bar.update))
         except MaildError as exc:

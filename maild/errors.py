@@ -10,6 +10,7 @@ MaildError
 │   └── ImapCommandError       the server answered NO/BAD to a command
 ├── LeadError              a lead or scenario asked for does not exist, or cannot change so
 ├── ParseError             a letter could not be parsed (kept raw and flagged)
+├── PrintError             letters asked to be printed do not exist, or the output cannot be made
 └── SmtpError              the relay did not take a letter; carries ``code`` and the reply
     ├── SmtpTemporaryError     4xx, connect, TLS, timeout, drop, login: try again later
     └── SmtpPermanentError     5xx to the letter itself: sending it again will not help
@@ -69,6 +70,10 @@ class LeadError(MaildError):
 
 class ParseError(MaildError):
     """A letter could not be parsed; it is kept raw and flagged."""
+
+
+class PrintError(MaildError):
+    """Letters named for printing do not exist, or the printout could not be rendered or written."""
 
 
 class SmtpError(MaildError):

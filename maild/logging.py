@@ -116,7 +116,7 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
     root.setLevel(threshold)
     # aioimaplib logs whole letters and auth blobs at DEBUG: never let it below INFO.
     logging.getLogger("aioimaplib").setLevel(max(logging.INFO, root.level))
-    for noisy in ("asyncio", "sqlalchemy.engine", "alembic"):
+    for noisy in ("asyncio", "sqlalchemy.engine", "alembic", "weasyprint.progress"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -232,7 +232,7 @@ class SmtpSender:
 
     def _session_error(self, exc: BaseException) -> SmtpTemporaryError:
         """Name a failure to connect, encrypt, greet or stay connected; it is always temporary."""
-        untrusted = exc if isinstance(exc, ssl.SSLCertVerificationError) else exc.__cause__
+        untrusted = _cert_error(exc)
         message = exc.message if isinstance(exc, aiosmtplib.SMTPException) else str(exc)
         code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
         if isinstance(untrusted, ssl.SSLCertVerificationError):
@@ -273,3 +273,15 @@ async def _closed(client: aiosmtplib.SMTP, wait: float = 2.0) -> None:
     # aiosmtplib offers no event for "the socket is closed"; its protocol drops the transport then.
     while protocol.transport is not None and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
+
+
+def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """Find a certificate verification failure anywhere in an exception's cause chain."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
