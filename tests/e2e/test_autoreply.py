@@ -229,7 +229,12 @@ async def test_two_processes_burst(
         for _ in range(2)
     ]
     for proc in procs:
-        _, err = await asyncio.to_thread(proc.communicate, timeout=120)
+        try:
+            _, err = await asyncio.to_thread(proc.communicate, timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+            raise AssertionError(err.decode()[-4000:]) from None
         assert proc.returncode == 0, err.decode()[-2000:]
     assert sorted(next(iter(m.rcpt_tos)) for m in smtp_sink.messages) == [
         f"sender{n}@client.example" for n in range(10)
