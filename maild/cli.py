@@ -567,6 +567,69 @@ def leads_enable_potential_clients(config_path: Path) -> None:
     click.echo("use_potential_clients is now on")
 
 
+@main.group("autoreply")
+def autoreply_group() -> None:
+    """The autoresponder: show each account's period and state, switch one off by hand."""
+
+
+@autoreply_group.command("status")
+@CONFIG_OPTION
+def autoreply_status(config_path: Path) -> None:
+    """List the accounts with an auto-reply: period, interval and state now."""
+    from maild.runtime import autoreply_status as read_status
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        rows = asyncio.run(read_status(config))
+    except MaildError as exc:
+        _fail(exc)
+    if not rows:
+        click.echo("no account has an auto-reply")
+    for row in rows:
+        start = row.start.isoformat() if row.start else "-"
+        end = row.end.isoformat() if row.end else "-"
+        off = (
+            f", switched off by hand at {row.switched_off_at.isoformat(timespec='seconds')}"
+            if row.switched_off_at
+            else ""
+        )
+        click.echo(
+            f"{row.account:<16} {row.state:<11} {start} .. {end}, "
+            f"once per {row.interval_days} day(s) per sender{off}"
+        )
+
+
+@autoreply_group.command("off")
+@CONFIG_OPTION
+@click.argument("account")
+@click.option("--by", "by", default="", help="Who switches it off (kept in the database).")
+def autoreply_off(config_path: Path, account: str, by: str) -> None:
+    """Switch an account's auto-reply off now, until its period ends; survives restarts."""
+    from maild.runtime import autoreply_switch
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        said = asyncio.run(autoreply_switch(config, account, on=False, by=by))
+    except MaildError as exc:
+        _fail(exc)
+    click.echo(f"{account}: auto-reply {said}")
+
+
+@autoreply_group.command("on")
+@CONFIG_OPTION
+@click.argument("account")
+def autoreply_on(config_path: Path, account: str) -> None:
+    """Undo `maild autoreply off`: the account answers again until its period ends."""
+    from maild.runtime import autoreply_switch
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        said = asyncio.run(autoreply_switch(config, account, on=True))
+    except MaildError as exc:
+        _fail(exc)
+    click.echo(f"{account}: auto-reply {said}")
+
+
 @main.command()
 @click.option(
     "--workdir",

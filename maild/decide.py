@@ -9,12 +9,13 @@ can never keep the letter and lose its effects, nor perform effects for a letter
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild import responsible
+from maild.autoreply.responder import Autoresponder
 from maild.core.decision import (
     AddFlag,
     Copy,
@@ -53,6 +54,7 @@ class StoredLetter:
     letter_id: int
     parsed: ParsedLetter
     size: int
+    received_at: datetime | None = None
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Decider:
     forward_fuse_per_hour: int = 20
     leads: LeadBook | None = None
     addresses: frozenset[str] = frozenset()
+    autoreply: Autoresponder | None = None
 
     def decide(self, letter: StoredLetter) -> Decision:
         """Evaluate the rules in force on one letter; pure, the same call as the dry run."""
@@ -91,6 +94,17 @@ class Decider:
         for letter in letters:
             decision = self.decide(letter)
             queued += await self._record(session, account_id, letter, decision)
+            if self.autoreply is not None:
+                said, replied = await self.autoreply.apply(
+                    session,
+                    account_id=account_id,
+                    letter_id=letter.letter_id,
+                    letter=letter.parsed,
+                    arrival=letter.received_at,
+                    decision=decision,
+                )
+                decision = replace(decision, autoreply=said)
+                queued += replied
             chosen = await responsible.choose(
                 session,
                 account_id=account_id,

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -78,6 +79,11 @@ display_name = "Corp Support"
   password_file = "{support_pw}"
   [accounts.leads]
   source = "all"               # every letter to support@ is a lead (robots aside)
+  [accounts.autoreply]         # on holiday: one reply per sender per 3 days, never to robots
+  enabled = true
+  start = {autoreply_start}
+  end = {autoreply_end}
+  text = "Thank you for writing. Our support team is on holiday; we answer from Monday."
 
 [[scenarios]]
 name = "sales"
@@ -113,6 +119,12 @@ match = {{ all = [ {{ body = "text", contains = "damaged" }}, {{ has_attachment 
 actions = [ {{ add_flag = "flagged" }}, {{ copy = "Claims" }} ]
 
 [[rules]]
+name = "no auto-reply to partners"
+accounts = ["support"]
+match = {{ header = "from", contains = "@shenzhen-supply.example" }}
+actions = [ {{ autoreply = false }} ]
+
+[[rules]]
 name = "newsletters to the bin"
 match = {{ header = "list-id", exists = true }}
 actions = [ {{ move = "Trash" }} ]
@@ -135,6 +147,7 @@ def _workdir(path: Path | None) -> Iterator[Path]:
 
 def _write_config(workdir: Path, port: int, smtp_port: int, passwords: dict[str, str]) -> Path:
     """Write the demo config with passwords in 0600 files, as an admin would."""
+    now = datetime.now(UTC).replace(microsecond=0)
     files = {}
     for user, password in passwords.items():
         secret = workdir / f"{user}.password"
@@ -151,6 +164,8 @@ def _write_config(workdir: Path, port: int, smtp_port: int, passwords: dict[str,
             support=SUPPORT,
             sales_pw=files["sales"],
             support_pw=files["support"],
+            autoreply_start=(now - timedelta(days=1)).isoformat(timespec="seconds"),
+            autoreply_end=(now + timedelta(days=7)).isoformat(timespec="seconds"),
         ),
         encoding="utf-8",
     )
@@ -212,6 +227,7 @@ def _demo(root: Path, server: DovecotServer, relay: SmtpSink, passwords: dict[st
             index=9,
             subject="Re: Tracking number?",
             body="Found it, thank you!",
+            return_path="mei.chen@shenzhen-supply.example",
             in_reply_to=message_id(mailboxes[("support", "INBOX")][1]),
         ),
     )
@@ -231,12 +247,15 @@ def _demo(root: Path, server: DovecotServer, relay: SmtpSink, passwords: dict[st
     lines.append("")
     lines += asyncio.run(_leads_summary(config.database_url(), [s.name for s in config.scenarios]))
     lines.append("")
+    lines += asyncio.run(_autoreply_summary(config.database_url()))
+    lines.append("")
     lines += _mailbox_summary(server, relay)
     lines.append("")
     return "\n".join(lines)
 
 
 NEWSLETTER = (
+    b"Return-Path: <bounces@logistics-weekly.example>\r\n"
     b"From: Logistics Weekly <news@logistics-weekly.example>\r\n"
     b"To: support@corp.example\r\n"
     b"Subject: This week in logistics\r\n"
@@ -334,10 +353,34 @@ def _mailbox_summary(server: DovecotServer, relay: SmtpSink) -> list[str]:
             + (f", flags {' '.join(flags)}" if flags else "")
         )
     for mail in relay.messages:
-        subject = str(
-            email.message_from_bytes(mail.content, policy=email.policy.default)["Subject"]
-        )
-        out.append(f"   relay got a forward to {', '.join(mail.rcpt_tos)}: {subject}")
+        msg = email.message_from_bytes(mail.content, policy=email.policy.default)
+        kind = "an auto-reply" if msg["Auto-Submitted"] == "auto-replied" else "a forward"
+        sender = f" (MAIL FROM:<{mail.mail_from}>)" if kind == "an auto-reply" else ""
+        out.append(f"   relay got {kind} to {', '.join(mail.rcpt_tos)}{sender}: {msg['Subject']}")
+    return out
+
+
+async def _autoreply_summary(url: str) -> list[str]:
+    """Show what the autoresponder decided for each letter of support@, and the replies sent."""
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as session:
+            rows = await session.execute(
+                select(Letter.subject, Letter.autoreply_outcome)
+                .where(Letter.autoreply_outcome != "")
+                .order_by(Letter.id)
+            )
+            out = ["Auto-replies (support@ is on holiday; letters.autoreply_outcome):"]
+            for subject, outcome in rows:
+                out.append(f"   {subject[:34] or '(no subject)':<34} {outcome}")
+            sent = await session.execute(
+                select(func.count())
+                .select_from(OutboxItem)
+                .where(OutboxItem.kind == "autoreply", OutboxItem.status == "done")
+            )
+            out.append(f"   auto-replies sent: {sent.scalar_one()}, each stored as outgoing")
+    finally:
+        await engine.dispose()
     return out
 
 

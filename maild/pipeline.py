@@ -234,7 +234,9 @@ class FolderStore:
 def _decidable(items: Sequence[repo.NewLetter], ids: dict[int, int]) -> list[StoredLetter]:
     """Pick the letters the rules run on: newly inserted and parsed (an oversize one by its header)."""
     return [
-        StoredLetter(ids[item.message.uid], item.parsed, item.message.size)
+        StoredLetter(
+            ids[item.message.uid], item.parsed, item.message.size, item.message.internaldate
+        )
         for item in items
         if item.parsed is not None and item.status != "failed" and item.message.uid in ids
     ]

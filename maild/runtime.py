@@ -7,20 +7,24 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from maild.autoreply.policy import Period, period_state
+from maild.autoreply.responder import Autoresponder, hand_switches, period_of
+from maild.autoreply.scheduler import AutoreplyScheduler
 from maild.core.status import StatusBoard
+from maild.db import autoreply as autoreply_db
 from maild.db import migrate, notify
 from maild.db import outbox as outbox_db
 from maild.db.engine import create_engine, session_factory
 from maild.db.tables import OutboxItem
 from maild.decide import Decider, RulesHolder
 from maild.dryrun.replay import open_read_only
-from maild.errors import ConfigError
+from maild.errors import ConfigError, MaildError
 from maild.health import HealthServer
 from maild.ingest.imap import ImapEndpoint
 from maild.ingest.poller import FolderPoller, PollOptions
@@ -31,7 +35,7 @@ from maild.logging import get_logger
 from maild.metrics import Metrics
 from maild.outbox.dispatcher import Dispatcher, DispatchReport
 from maild.pipeline import FolderStore, RetryReport, prepare_folders, retry_failed
-from maild.settings import AccountConfig, Config, load_config
+from maild.settings import AccountConfig, AutoreplyConfig, Config, load_config
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -94,6 +98,7 @@ class Daemon:
         self.health: HealthServer | None = None
         self.rules = RulesHolder(config.ruleset)
         self.dispatcher: Dispatcher | None = None
+        self.autoreply: AutoreplyScheduler | None = None
 
     async def run(self, *, once: bool = False) -> RunResult:
         """Sync every enabled folder; with once, read each folder to its end and return."""
@@ -105,6 +110,8 @@ class Daemon:
             folder_ids = await prepare_folders(sessions, self.config)
             self.dispatcher = self._dispatcher(sessions)
             pollers = self._pollers(sessions, folder_ids, parser)
+            if not once:
+                self.autoreply = await self._start_autoreply(sessions)
             if not once and self.config.daemon.health_listen:
                 self.health = HealthServer(
                     self.config.daemon.health_listen, self.status, self.metrics
@@ -124,6 +131,8 @@ class Daemon:
                 async with sessions() as session:
                     result.outbox_left = await outbox_db.counts(session)
         finally:
+            if self.autoreply is not None:
+                self.autoreply.stop()
             if self.dispatcher is not None:
                 await self.dispatcher.close()
             if self.health is not None:
@@ -132,6 +141,22 @@ class Daemon:
             await engine.dispose()
         log.info("daemon_stopped", ok=result.ok)
         return result
+
+    async def _start_autoreply(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> AutoreplyScheduler | None:
+        """Start the scheduler that switches auto-replies on and off, when an account has one."""
+        periods = autoreply_periods(self.config)
+        if not periods:
+            return None
+
+        async def read() -> dict[str, datetime]:
+            async with sessions() as session:
+                return await hand_switches(session, periods)
+
+        scheduler = AutoreplyScheduler(periods, self.status, read)
+        await scheduler.start()
+        return scheduler
 
     def _dispatcher(self, sessions: async_sessionmaker[AsyncSession]) -> Dispatcher:
         """Build the outbox dispatcher, reading account passwords only when it connects."""
@@ -205,6 +230,10 @@ class Daemon:
                 continue
             endpoint = endpoint_for(account, daemon.imap_timeout_seconds)
             policy = lead_policy(account)
+            period = period_of(account)
+            responder = (
+                Autoresponder(account.name, period, policy.addresses) if period.enabled else None
+            )
             for folder in account.folders.watch:
                 store = FolderStore(
                     sessions=sessions,
@@ -219,6 +248,7 @@ class Daemon:
                         forward_fuse_per_hour=self.config.outbox.forward_fuse_per_hour,
                         leads=LeadBook(policy, folder),
                         addresses=policy.addresses,
+                        autoreply=responder if folder != account.folders.sent else None,
                     ),
                     on_queued=self.dispatcher.wake if self.dispatcher is not None else None,
                     is_sent_folder=folder == account.folders.sent,
@@ -288,6 +318,15 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+
+def autoreply_periods(config: Config) -> dict[str, Period]:
+    """Give the auto-reply of every enabled account that configures one, by account name."""
+    return {
+        account.name: period_of(account)
+        for account in config.accounts
+        if account.enabled and account.autoreply != AutoreplyConfig()
+    }
 
 
 def _restart_needed(old: Config, new: Config) -> list[str]:
@@ -400,3 +439,61 @@ async def with_database(
         return await use(session_factory(engine))
     finally:
         await engine.dispose()
+
+
+@dataclass(frozen=True)
+class AutoreplyRow:
+    """One account's auto-reply as `maild autoreply status` shows it."""
+
+    account: str
+    start: datetime | None
+    end: datetime | None
+    state: str
+    interval_days: int
+    switched_off_at: datetime | None
+
+
+async def autoreply_status(config: Config) -> list[AutoreplyRow]:
+    """Give each account's auto-reply period and its state now, manual off switches included."""
+    periods = autoreply_periods(config)
+
+    async def read(sessions: async_sessionmaker[AsyncSession]) -> dict[str, datetime]:
+        async with sessions() as session:
+            return await hand_switches(session, periods)
+
+    switches = await with_database(config, read) if periods else {}
+    now = datetime.now(UTC)
+    return [
+        AutoreplyRow(
+            account=name,
+            start=period.start,
+            end=period.end,
+            state=period_state(period, now, switches.get(name)),
+            interval_days=round(period.interval / timedelta(days=1)),
+            switched_off_at=switches.get(name),
+        )
+        for name, period in periods.items()
+    ]
+
+
+async def autoreply_switch(config: Config, account: str, *, on: bool, by: str = "") -> str:
+    """Switch an account's auto-reply off by hand until its period ends (or undo that)."""
+    period = autoreply_periods(config).get(account)
+    if period is None or not period.enabled or period.start is None or period.end is None:
+        raise MaildError(f"account {account!r} has no enabled auto-reply in the config")
+    start, end = period.start, period.end
+    now = datetime.now(UTC)
+    if not on and now > end:
+        raise MaildError(f"the auto-reply of {account!r} already ended at {period.end.isoformat()}")
+
+    async def change(sessions: async_sessionmaker[AsyncSession]) -> bool:
+        async with sessions.begin() as session:
+            if on:
+                return await autoreply_db.switch_back_on(session, account)
+            await autoreply_db.switch_off(session, account, start=start, end=end, at=now, by=by)
+            return True
+
+    changed = await with_database(config, change)
+    if on:
+        return "switched back on" if changed else "was not switched off by hand"
+    return f"switched off from {now.isoformat(timespec='seconds')} until {period.end.isoformat()}"

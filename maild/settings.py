@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -238,6 +239,48 @@ class OutgoingConfig(_Model):
     default_font: Stripped = Field(default="", pattern=r"^$|" + _FONT)
 
 
+class AutoreplyConfig(_Model):
+    """The account's autoresponder: a period, a text, once per interval per sender."""
+
+    enabled: bool = False
+    start: datetime | None = None
+    end: datetime | None = None
+    subject: str = ""
+    text: str = ""
+    interval_days: int = Field(default=3, ge=1)
+    null_sender: bool = True
+
+    @field_validator("start", "end")
+    @classmethod
+    def _with_offset(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.utcoffset() is None:
+            raise ValueError(
+                "needs a UTC offset, e.g. 2026-12-30T00:00:00+03:00 (a bare time is ambiguous)"
+            )
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if any(ch in value for ch in "\r\n\x00"):
+            raise ValueError("must be one line")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> AutoreplyConfig:
+        if self.start is not None and self.end is not None and self.end < self.start:
+            raise ValueError(
+                f"end ({self.end.isoformat()}) is before start ({self.start.isoformat()})"
+            )
+        if self.enabled:
+            missing = [key for key in ("start", "end") if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"enabled = true needs {' and '.join(missing)}")
+            if not self.text.strip():
+                raise ValueError("enabled = true needs a text")
+        return self
+
+
 class AccountConfig(_Model):
     """One shared mailbox (sales@, support@) that maild watches."""
 
@@ -252,6 +295,7 @@ class AccountConfig(_Model):
     folders: FoldersConfig = Field(default_factory=FoldersConfig)
     leads: LeadsConfig = Field(default_factory=LeadsConfig)
     outgoing: AccountOutgoingConfig = Field(default_factory=AccountOutgoingConfig)
+    autoreply: AutoreplyConfig = Field(default_factory=AutoreplyConfig)
 
     def lead_folders(self) -> list[str]:
         """Give the watched folders whose new letters count as leads."""
@@ -402,6 +446,7 @@ def load_config(path: Path, *, check_secrets: bool = True) -> Config:
     )
     cross_problems = (
         _forward_needs_smtp(path, config)
+        + _autoreply_needs_smtp(path, config)
         + lead_problems(path, config)
         + _sender_name_problems(path, config)
     )
@@ -424,6 +469,17 @@ def _forward_needs_smtp(path: Path, config: Config) -> list[str]:
         for i, rule in enumerate(config.rules)
         for j, action in enumerate(rule.actions)
         if "forward" in action
+    ]
+
+
+def _autoreply_needs_smtp(path: Path, config: Config) -> list[str]:
+    """Name every enabled auto-reply when there is no [smtp] relay to send it through."""
+    if config.smtp is not None:
+        return []
+    return [
+        f"{path}: accounts[{i}].autoreply.enabled: needs an [smtp] section to send through"
+        for i, account in enumerate(config.accounts)
+        if account.autoreply.enabled
     ]
 
 

@@ -144,7 +144,25 @@ class NotLead:
         return {"kind": self.kind}
 
 
-Effect = Forward | Move | Copy | AddFlag | RemoveFlag | SetResponsible | MarkLead | NotLead
+@dataclass(frozen=True, slots=True)
+class Autoreply:
+    """A rule's say on the auto-reply: none for this letter (``text`` None), or another text."""
+
+    text: str | None = None
+    kind: ClassVar[str] = "autoreply"
+
+    def key(self) -> str:
+        """Name this effect stably, for the outbox idempotency key."""
+        return "autoreply:off" if self.text is None else "autoreply:text"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Give the JSON shape recorded in the audit trail."""
+        return {"kind": self.kind, "off": self.text is None, "text": self.text}
+
+
+Effect = (
+    Forward | Move | Copy | AddFlag | RemoveFlag | SetResponsible | MarkLead | NotLead | Autoreply
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +200,7 @@ class Decision:
     stopped_by: str | None
     implicit_keep: bool
     ruleset_version: str
+    autoreply: str = ""
 
     @property
     def hits(self) -> tuple[RuleResult, ...]:
@@ -202,15 +221,27 @@ class Decision:
                     return isinstance(effect, MarkLead), result.rule
         return None
 
+    @property
+    def autoreply_override(self) -> tuple[Autoreply, str] | None:
+        """Give the last rule's say on the auto-reply, and that rule's name."""
+        for result in reversed(self.hits):
+            for effect in reversed(result.effects):
+                if isinstance(effect, Autoreply):
+                    return effect, result.rule
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         """Give the JSON shape recorded in the audit trail."""
-        return {
+        out: dict[str, Any] = {
             "ruleset_version": self.ruleset_version,
             "implicit_keep": self.implicit_keep,
             "stopped_by": self.stopped_by,
             "effects": [effect.as_dict() for effect in self.effects],
             "results": [result.as_dict() for result in self.results],
         }
+        if self.autoreply:
+            out["autoreply"] = self.autoreply
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,3 +85,96 @@ def _from_robot(value: str) -> bool:
         address.rsplit("@", 1)[0].strip().lower() in _ROBOT_LOCAL_PARTS
         for _, address in email.utils.getaddresses([value])
     )
+
+
+# -- the autoresponder's questions (RFC 3834, RFC 5230 and helpdesk practice) -------------------
+
+#: Headers only mailing lists add (RFC 2369, RFC 2919): a letter with one is never answered.
+LIST_HEADERS = (
+    "List-Id",
+    "List-Help",
+    "List-Subscribe",
+    "List-Unsubscribe",
+    "List-Post",
+    "List-Owner",
+    "List-Archive",
+)
+#: Headers other auto-responders put on their replies.
+AUTOREPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder")
+_SYSTEM_LOCAL_PARTS = frozenset({"mailer-daemon", "listserv", "majordomo"})
+_NOREPLY_LOCAL_PARTS = frozenset({"noreply", "no-reply", "do-not-reply", "donotreply"})
+_OOF_SUPPRESS = frozenset({"all", "oof"})
+
+
+def return_path(letter: Headers) -> str | None:
+    """Give the envelope sender from Return-Path: "" for the null sender, None without the header."""
+    values = header_values(letter, "Return-Path")
+    if not values:
+        return None
+    value = values[0]
+    if _null_path(value):
+        return ""
+    address = email.utils.parseaddr(value)[1].strip()
+    return address if "@" in address else ""
+
+
+def list_header(letter: Headers) -> str | None:
+    """Name the first mailing-list header the letter carries, if any."""
+    return next((name for name in LIST_HEADERS if header_values(letter, name)), None)
+
+
+def auto_submitted(letter: Headers) -> str | None:
+    """Give the Auto-Submitted value when it is anything but absent or ``no``."""
+    for value in header_values(letter, "Auto-Submitted"):
+        if _token(value) != "no":
+            return _token(value) or "(empty)"
+    return None
+
+
+def bulk_precedence(letter: Headers) -> str | None:
+    """Give the Precedence value when it is bulk, junk or list."""
+    return next(
+        (_token(v) for v in header_values(letter, "Precedence") if _token(v) in _BULK_PRECEDENCE),
+        None,
+    )
+
+
+def suppresses_out_of_office(letter: Headers) -> bool:
+    """Tell whether X-Auto-Response-Suppress holds All or OOF (DR, RN, NRN alone do not count)."""
+    return any(
+        part.strip().lower() in _OOF_SUPPRESS
+        for value in header_values(letter, "X-Auto-Response-Suppress")
+        for part in value.split(",")
+    )
+
+
+def autoreply_header(letter: Headers) -> str | None:
+    """Name the other auto-responder's header the letter carries, if any."""
+    return next((name for name in AUTOREPLY_HEADERS if header_values(letter, name)), None)
+
+
+def is_report(letter: Headers) -> bool:
+    """Tell whether the letter is a delivery or read report (multipart/report)."""
+    return any(_token(v) == "multipart/report" for v in header_values(letter, "Content-Type"))
+
+
+def _local_part(address: str) -> str:
+    return address.rsplit("@", 1)[0].strip().lower()
+
+
+def is_system_address(address: str) -> bool:
+    """Tell a mail system's address: MAILER-DAEMON, LISTSERV, majordomo, owner-*, *-request."""
+    local = _local_part(address)
+    return local in _SYSTEM_LOCAL_PARTS or local.startswith("owner-") or local.endswith("-request")
+
+
+def is_noreply_address(address: str) -> bool:
+    """Tell an address nobody reads: noreply, no-reply, do-not-reply."""
+    return _local_part(address) in _NOREPLY_LOCAL_PARTS
+
+
+def recipient_addresses(letter: Headers) -> set[str]:
+    """Give every address of To, Cc, Bcc and their Resent- forms, lower-cased."""
+    names = ("To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
+    values = [value for name in names for value in header_values(letter, name)]
+    return {address.strip().lower() for _, address in email.utils.getaddresses(values) if address}

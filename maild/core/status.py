@@ -36,10 +36,32 @@ class FolderState:
 
 
 @dataclass
+class AutoreplyStatus:
+    """One account's auto-reply as the scheduler last switched it."""
+
+    state: str
+    start: datetime | None = None
+    end: datetime | None = None
+    switched_off_at: datetime | None = None
+    changed_at: datetime = field(default_factory=_now)
+
+    def as_dict(self) -> dict[str, object]:
+        """Render for the /healthz JSON."""
+        return {
+            "state": self.state,
+            "start": self.start.isoformat() if self.start else None,
+            "end": self.end.isoformat() if self.end else None,
+            "switched_off_at": self.switched_off_at.isoformat() if self.switched_off_at else None,
+            "changed_at": self.changed_at.isoformat(),
+        }
+
+
+@dataclass
 class StatusBoard:
     """The daemon's view of every (account, folder), shared by pollers and the health endpoint."""
 
     folders: dict[tuple[str, str], FolderState] = field(default_factory=dict)
+    autoreply: dict[str, AutoreplyStatus] = field(default_factory=dict)
 
     def folder(self, account: str, folder: str) -> FolderState:
         """Give the state of one folder, creating it on first use."""
@@ -77,4 +99,9 @@ class StatusBoard:
             folders[folder] = state.as_dict()
             if not state.connected or state.last_error is not None:
                 entry["ok"] = False
-        return {"ok": self.healthy(), "accounts": accounts}
+        report: dict[str, object] = {"ok": self.healthy(), "accounts": accounts}
+        if self.autoreply:
+            report["autoreply"] = {
+                name: status.as_dict() for name, status in sorted(self.autoreply.items())
+            }
+        return report

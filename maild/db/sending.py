@@ -137,8 +137,13 @@ async def store_sent(
     raw: bytes,
     parsed: ParsedLetter,
     author: Author | None,
+    relink: bool = True,
 ) -> int:
-    """Store a sent letter as outgoing, before it has a UID in Sent, and tie it to its outbox row."""
+    """Store a sent letter as outgoing, before it has a UID in Sent, and tie it to its outbox row.
+
+    With ``relink`` false the row keeps pointing at the letter it was queued for (an auto-reply
+    stays tied to the letter it answered); the sent letter is named in its result only.
+    """
     folder = await repo.load_folder(session, folder_id)
     placeholder = repo.FolderRow(
         folder.id, folder.account_id, 0, folder.last_uid, True, folder.uidvalidity_changes
@@ -160,13 +165,14 @@ async def store_sent(
             lead_reason=f"sent for lead {lead_id}" if lead_id else "",
         )
     )
+    progress = {"stage": "sent", "message_id": parsed.message_id, "letter_id": letter_id}
     await session.execute(
         update(OutboxItem)
         .where(OutboxItem.id == outbox_id)
         .values(
-            letter_id=letter_id,
-            result={"stage": "sent", "message_id": parsed.message_id, "letter_id": letter_id},
+            result=progress,
             updated_at=utcnow(),
+            **({"letter_id": letter_id} if relink else {}),
         )
     )
     if author is not None and author.user_id is not None and author.sender_name:
@@ -225,3 +231,11 @@ async def prepare(
         await session.execute(select(OutboxItem.result).where(OutboxItem.id == outbox_id))
     ).scalar()
     return int(account_id), folder_id, dict(result or {})
+
+
+async def progress(session: AsyncSession, outbox_id: int) -> dict[str, Any]:
+    """Give how far a sending row got (``{"stage": "sent", ...}`` once the relay took it)."""
+    result = (
+        await session.execute(select(OutboxItem.result).where(OutboxItem.id == outbox_id))
+    ).scalar()
+    return dict(result or {})

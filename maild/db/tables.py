@@ -146,6 +146,7 @@ class Letter(Base):
         ForeignKey("leads.id", ondelete="SET NULL"), nullable=True, index=True
     )
     lead_reason: Mapped[str] = mapped_column(String(500), default="")
+    autoreply_outcome: Mapped[str] = mapped_column(String(500), default="")
     potential_client_id: Mapped[int | None] = mapped_column(
         ForeignKey("potential_clients.id", ondelete="SET NULL"), nullable=True, index=True
     )
@@ -411,6 +412,38 @@ class UserSenderName(Base):
     current: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class AutoreplyLog(Base):
+    """The auto-reply throttle: the last reply claimed or sent per (account, sender)."""
+
+    __tablename__ = "autoreply_log"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    sender: Mapped[str] = mapped_column(String(320), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime)
+    letter_id: Mapped[int] = mapped_column(BigInteger)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    previous_window_start: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    previous_letter_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    previous_sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AutoreplyState(Base):
+    """An account's auto-reply switched off by hand for one configured period."""
+
+    __tablename__ = "autoreply_state"
+
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime)
+    period_end: Mapped[datetime] = mapped_column(UtcDateTime)
+    switched_off_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    switched_off_by: Mapped[str] = mapped_column(String(255), default="")
 
 
 USE_POTENTIAL_CLIENTS = "use_potential_clients"

@@ -13,13 +13,15 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from maild.autoreply.compose import compose_reply
 from maild.core.decision import FORWARD_MODES
 from maild.core.letter import ParsedLetter
+from maild.db import autoreply as autoreply_db
 from maild.db import outbox, repo, sending
 from maild.db.tables import utcnow
 from maild.errors import (
@@ -244,8 +246,26 @@ class Dispatcher:
         """Park a row as dead with the reason, for `maild outbox list` and an admin."""
         async with self.sessions.begin() as session:
             await outbox.mark_dead(session, item.id, reason)
+            if item.kind == "autoreply":
+                await self._release_throttle(session, item)
         report.dead += 1
         self._outcome(item, "dead", error=reason)
+
+    async def _release_throttle(self, session: AsyncSession, item: outbox.ClaimedItem) -> None:
+        """Give back the sender's throttle of an auto-reply that was never sent."""
+        sender = str(item.payload.get("sender_key", ""))
+        if item.letter_id is None or not sender:
+            return
+        progress = await sending.progress(session, item.id)
+        if progress.get("stage") == "sent":
+            return  # it went out; only filing it in Sent failed
+        account_id = await autoreply_db.account_id(session, item.account)
+        await autoreply_db.release(
+            session, account_id=account_id, sender=sender, letter_id=item.letter_id
+        )
+        log.warning(
+            "autoreply_released", account=item.account, letter_id=item.letter_id, sender=sender
+        )
 
     def _outcome(self, item: outbox.ClaimedItem, outcome: str, **extra: str) -> None:
         """Log an attempt's outcome (one `outbox` line) and count it for /metrics."""
@@ -279,6 +299,7 @@ class Dispatcher:
             "add_flag": self._add_flag,
             "remove_flag": self._remove_flag,
             "send": self._send,
+            "autoreply": self._autoreply,
         }
         handler = handlers.get(kind)
         if handler is None:
@@ -340,6 +361,50 @@ class Dispatcher:
                     author=composed.author,
                 )
             raw, message_id = composed.raw, composed.parsed.message_id
+        result = {"stage": "sent", "letter_id": letter_id, "message_id": message_id}
+        return result | await self._file_in_sent(
+            item, account.folders.sent, letter_id, raw, message_id
+        )
+
+    async def _autoreply(self, item: outbox.ClaimedItem) -> dict[str, Any]:
+        """Send an auto-reply, store it as outgoing, record the throttle as sent, file it in Sent."""
+        account = self._account(item.account)
+        if item.letter_id is None:
+            raise Unperformable("an auto-reply without the letter it answers")
+        async with self.sessions.begin() as session:
+            account_id, sent_folder_id, done = await sending.prepare(
+                session, item.id, account.name, account.folders.sent
+            )
+        if done.get("stage") == "sent":  # sent before a crash or an IMAP failure: only file it
+            letter_id = int(done["letter_id"])
+            async with self.sessions() as session:
+                raw = await repo.letter_raw(session, letter_id)
+            message_id = str(done.get("message_id", ""))
+        else:
+            reply = compose_reply(
+                item.payload,
+                account_address=account.address,
+                account_name=account.display_name or account.name,
+            )
+            await self._smtp().send(reply.raw, sender=reply.sender, recipients=reply.recipients)
+            async with self.sessions.begin() as session:
+                letter_id = await sending.store_sent(
+                    session,
+                    outbox_id=item.id,
+                    folder_id=sent_folder_id,
+                    raw=reply.raw,
+                    parsed=reply.parsed,
+                    author=None,
+                    relink=False,
+                )
+                await autoreply_db.record_sent(
+                    session,
+                    account_id=account_id,
+                    sender=str(item.payload.get("sender_key", item.target.lower())),
+                    letter_id=item.letter_id,
+                    arrival=datetime.fromisoformat(str(item.payload["arrival"])),
+                )
+            raw, message_id = reply.raw, reply.parsed.message_id
         result = {"stage": "sent", "letter_id": letter_id, "message_id": message_id}
         return result | await self._file_in_sent(
             item, account.folders.sent, letter_id, raw, message_id

@@ -9,6 +9,7 @@ from maild.core.decision import (
     FORWARD_MODES,
     AccountInfo,
     AddFlag,
+    Autoreply,
     Copy,
     Effect,
     Forward,
@@ -207,6 +208,27 @@ def not_lead_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction 
         ctx.problem(path, f"must be true, not {render(value)}")
         return None
     return _constant("not_lead", NotLead())
+
+
+@ACTIONS.register(
+    "autoreply",
+    summary='No auto-reply to the letter (false), or another text: { text = "..." }.',
+)
+def autoreply_action(value: Any, path: str, ctx: BuildContext) -> CompiledAction | None:
+    """Compile ``autoreply = false`` or ``autoreply = { text = "..." }``."""
+    if value is False:
+        return _constant("autoreply", Autoreply(text=None))
+    if isinstance(value, dict):
+        unknown = [key for key in value if key != "text"]
+        for key in unknown:
+            ctx.problem(f"{path}.{key}", 'unknown key for "autoreply" (it takes: text)')
+        text = value.get("text")
+        if not isinstance(text, str) or not text.strip():
+            ctx.problem(f"{path}.text", f"must be the reply's text, not {render(text)}")
+            return None
+        return None if unknown else _constant("autoreply", Autoreply(text=text))
+    ctx.problem(path, f'must be false or a table such as {{ text = "..." }}, not {render(value)}')
+    return None
 
 
 @ACTIONS.register("stop", summary="Stop: later rules are not tried.")

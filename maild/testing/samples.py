@@ -68,9 +68,15 @@ def letter(
     attachments: list[tuple[str, str, bytes]] | None = None,
     in_reply_to: str | None = None,
     html: str | None = None,
+    return_path: str | None = None,
 ) -> bytes:
-    """Compose one well-formed letter with the stdlib, as a real mail client would."""
+    """Compose one well-formed letter with the stdlib, as a real mail client would.
+
+    ``return_path`` adds the ``Return-Path`` the delivering server writes (the envelope sender).
+    """
     msg = EmailMessage()
+    if return_path is not None:
+        msg["Return-Path"] = f"<{return_path}>"
     msg["From"] = f"{sender[0]} <{sender[1]}>"
     msg["To"] = f"{to_name} <{to}>" if to_name else to
     msg["Subject"] = subject
@@ -172,6 +178,7 @@ def demo_mailboxes() -> dict[tuple[str, str], list[bytes]]:
             letter(
                 sender=_NAMES[3],
                 to=SUPPORT,
+                return_path=_NAMES[3][1],
                 index=5,
                 subject="Delivery damaged",
                 body="Two boxes arrived damaged, photos attached.",
@@ -183,6 +190,7 @@ def demo_mailboxes() -> dict[tuple[str, str], list[bytes]]:
             letter(
                 sender=_NAMES[4],
                 to=SUPPORT,
+                return_path=_NAMES[4][1],
                 index=6,
                 subject="Tracking number?",
                 body="Could you send the tracking number for order 5531?",

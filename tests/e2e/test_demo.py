@@ -35,3 +35,16 @@ def test_demo_shows_leads(tmp_path: Path) -> None:
     )
     assert "own letter: sent from sales@corp.example" in summary
     assert "automatic letter (bounce, list or auto-reply): not a lead" in summary
+
+
+def test_demo_shows_autoreply(tmp_path: Path) -> None:
+    """The demo's support@ is on holiday: one auto-reply with a null sender, a partner and a list not."""
+    _require_dovecot()
+    summary = run_demo(tmp_path / "demo")
+    assert (
+        "relay got an auto-reply to zoe@poznan-parts.example (MAIL FROM:<>): Auto: Delivery damaged"
+        in summary
+    )
+    assert "auto-replies sent: 1, each stored as outgoing" in summary
+    assert "This week in logistics             suppressed: mailing list (List-Id)" in summary
+    assert 'suppressed: rule "no auto-reply to partners" says no auto-reply' in summary

@@ -12,6 +12,7 @@ import pytest
 from maild.core.decision import (
     AccountInfo,
     AddFlag,
+    Autoreply,
     Copy,
     Decision,
     Forward,
@@ -387,6 +388,13 @@ ACTION_CASES: list[tuple[str, dict[str, Any], str, tuple[Any, ...]]] = [
     ("stop", {"stop": True}, "sales", ()),
     ("mark-lead", {"mark_lead": True}, "sales", (MarkLead(),)),
     ("not-lead", {"not_lead": True}, "sales", (NotLead(),)),
+    ("autoreply-off", {"autoreply": False}, "sales", (Autoreply(),)),
+    (
+        "autoreply-text",
+        {"autoreply": {"text": "Back on Monday."}},
+        "sales",
+        (Autoreply(text="Back on Monday."),),
+    ),
 ]
 
 
