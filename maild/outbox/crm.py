@@ -16,7 +16,51 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from maild.db import repo, sending
 from maild.db.tables import Account, Lead, OutboxAttachment, OutboxItem, utcnow
 from maild.outbox.letter import Draft, DraftError, FileAttachment, compose
-from maild.settings import Config
+from maild.settings import AccountConfig, Config
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """The recipients, subject and bodies of a CRM letter, as the CRM wrote them."""
+
+    to: str
+    cc: str = ""
+    bcc: str = ""
+    subject: str = ""
+    text: str = ""
+    html: str = ""
+
+
+def draft_for(
+    config: Config,
+    account: AccountConfig,
+    author: sending.Author | None,
+    message: Message,
+    *,
+    request_number: int | None,
+    files: Sequence[FileAttachment],
+    letters: Sequence[bytes],
+) -> Draft:
+    """Put a CRM letter together with its account's and author's settings, as it will be sent."""
+    return Draft(
+        account_address=account.address,
+        account_name=account.name,
+        sender_name=(author.sender_name if author else "") or account.display_name,
+        author_full_name=(author.full_name if author else "") or account.display_name,
+        to=message.to,
+        cc=message.cc,
+        bcc=message.bcc,
+        subject=message.subject,
+        text=message.text,
+        html=message.html,
+        signature=account.outgoing.signature,
+        signature_html=account.outgoing.signature_html,
+        font=(author.font if author else "") or config.outgoing.default_font,
+        request_number=request_number,
+        files=files,
+        letters=letters,
+        max_attachments_bytes=int(account.outgoing.max_attachments_mb * 1024 * 1024),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,24 +102,14 @@ async def queue_letter(
             raise DraftError(f"no lead has id {letter.lead_id}")
     letters = [await repo.letter_raw(session, i) for i in letter.letter_ids]
     compose(
-        Draft(
-            account_address=account.address,
-            account_name=account.name,
-            sender_name=(author.sender_name if author else "") or account.display_name,
-            author_full_name=(author.full_name if author else "") or account.display_name,
-            to=letter.to,
-            cc=letter.cc,
-            bcc=letter.bcc,
-            subject=letter.subject,
-            text=letter.text,
-            html=letter.html,
-            signature=account.outgoing.signature,
-            signature_html=account.outgoing.signature_html,
-            font=(author.font if author else "") or config.outgoing.default_font,
+        draft_for(
+            config,
+            account,
+            author,
+            Message(letter.to, letter.cc, letter.bcc, letter.subject, letter.text, letter.html),
             request_number=number,
             files=letter.files,
             letters=letters,
-            max_attachments_bytes=int(account.outgoing.max_attachments_mb * 1024 * 1024),
         )
     )
     return await _insert(session, int(account_id), letter, key)

@@ -37,7 +37,8 @@ from maild.logging import get_logger
 from maild.metrics import Metrics
 from maild.outbox.compose import Identity
 from maild.outbox.compose import forward as compose_forward
-from maild.outbox.letter import Composed, Draft, FileAttachment, part_named
+from maild.outbox.crm import Message, draft_for
+from maild.outbox.letter import Composed, FileAttachment, part_named
 from maild.outbox.letter import compose as compose_letter
 from maild.outbox.smtp import SmtpSender
 from maild.settings import AccountConfig, Config
@@ -99,6 +100,16 @@ class ComposedSend:
         return self.letter.parsed
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A letter the relay accepted and maild stored: its row, bytes and Message-ID."""
+
+    letter_id: int
+    raw: bytes
+    message_id: str
+
+
+Deliver = Callable[[AccountConfig, int, int], Awaitable[Sent]]
 EndpointFor = Callable[[AccountConfig], ImapEndpoint]
 Connect = Callable[[ImapEndpoint], Awaitable[ImapSession]]
 
@@ -336,17 +347,8 @@ class Dispatcher:
 
     async def _send(self, item: outbox.ClaimedItem) -> dict[str, Any]:
         """Send a letter the CRM queued, store it as outgoing, and file it in the Sent folder."""
-        account = self._account(item.account)
-        async with self.sessions.begin() as session:
-            account_id, sent_folder_id, done = await sending.prepare(
-                session, item.id, account.name, account.folders.sent
-            )
-        if done.get("stage") == "sent":  # sent before a crash or an IMAP failure: only file it
-            letter_id = int(done["letter_id"])
-            async with self.sessions() as session:
-                raw = await repo.letter_raw(session, letter_id)
-            message_id = str(done.get("message_id", ""))
-        else:
+
+        async def deliver(account: AccountConfig, account_id: int, folder_id: int) -> Sent:
             composed = await self._compose(item, account, account_id)
             await self._smtp().send(
                 composed.raw, sender=composed.sender, recipients=composed.recipients
@@ -355,32 +357,22 @@ class Dispatcher:
                 letter_id = await sending.store_sent(
                     session,
                     outbox_id=item.id,
-                    folder_id=sent_folder_id,
+                    folder_id=folder_id,
                     raw=composed.raw,
                     parsed=composed.parsed,
                     author=composed.author,
                 )
-            raw, message_id = composed.raw, composed.parsed.message_id
-        result = {"stage": "sent", "letter_id": letter_id, "message_id": message_id}
-        return result | await self._file_in_sent(
-            item, account.folders.sent, letter_id, raw, message_id
-        )
+            return Sent(letter_id, composed.raw, composed.parsed.message_id)
+
+        return await self._send_once(item, deliver)
 
     async def _autoreply(self, item: outbox.ClaimedItem) -> dict[str, Any]:
         """Send an auto-reply, store it as outgoing, record the throttle as sent, file it in Sent."""
-        account = self._account(item.account)
         if item.letter_id is None:
             raise Unperformable("an auto-reply without the letter it answers")
-        async with self.sessions.begin() as session:
-            account_id, sent_folder_id, done = await sending.prepare(
-                session, item.id, account.name, account.folders.sent
-            )
-        if done.get("stage") == "sent":  # sent before a crash or an IMAP failure: only file it
-            letter_id = int(done["letter_id"])
-            async with self.sessions() as session:
-                raw = await repo.letter_raw(session, letter_id)
-            message_id = str(done.get("message_id", ""))
-        else:
+        answered = item.letter_id
+
+        async def deliver(account: AccountConfig, account_id: int, folder_id: int) -> Sent:
             reply = compose_reply(
                 item.payload,
                 account_address=account.address,
@@ -391,7 +383,7 @@ class Dispatcher:
                 letter_id = await sending.store_sent(
                     session,
                     outbox_id=item.id,
-                    folder_id=sent_folder_id,
+                    folder_id=folder_id,
                     raw=reply.raw,
                     parsed=reply.parsed,
                     author=None,
@@ -401,13 +393,29 @@ class Dispatcher:
                     session,
                     account_id=account_id,
                     sender=str(item.payload.get("sender_key", item.target.lower())),
-                    letter_id=item.letter_id,
+                    letter_id=answered,
                     arrival=datetime.fromisoformat(str(item.payload["arrival"])),
                 )
-            raw, message_id = reply.raw, reply.parsed.message_id
-        result = {"stage": "sent", "letter_id": letter_id, "message_id": message_id}
+            return Sent(letter_id, reply.raw, reply.parsed.message_id)
+
+        return await self._send_once(item, deliver)
+
+    async def _send_once(self, item: outbox.ClaimedItem, deliver: Deliver) -> dict[str, Any]:
+        """Send a composed letter at most once, then file it in Sent (a retry after sending only files it)."""
+        account = self._account(item.account)
+        async with self.sessions.begin() as session:
+            account_id, sent_folder_id, done = await sending.prepare(
+                session, item.id, account.name, account.folders.sent
+            )
+        if done.get("stage") == "sent":  # sent before a crash or an IMAP failure: only file it
+            async with self.sessions() as session:
+                raw = await repo.letter_raw(session, int(done["letter_id"]))
+            sent = Sent(int(done["letter_id"]), raw, str(done.get("message_id", "")))
+        else:
+            sent = await deliver(account, account_id, sent_folder_id)
+        result = {"stage": "sent", "letter_id": sent.letter_id, "message_id": sent.message_id}
         return result | await self._file_in_sent(
-            item, account.folders.sent, letter_id, raw, message_id
+            item, account.folders.sent, sent.letter_id, sent.raw, sent.message_id
         )
 
     async def _compose(
@@ -419,24 +427,21 @@ class Dispatcher:
             files = [await self._file(session, ref) for ref in row.files]
             letters = [await repo.letter_raw(session, i) for i in row.letter_ids]
         author = row.author
-        draft = Draft(
-            account_address=account.address,
-            account_name=account.name,
-            sender_name=(author.sender_name if author else "") or account.display_name,
-            author_full_name=(author.full_name if author else "") or account.display_name,
-            to=row.mail_to,
-            cc=row.mail_cc,
-            bcc=row.mail_bcc,
-            subject=row.subject,
-            text=row.text_body,
-            html=row.html_body,
-            signature=account.outgoing.signature,
-            signature_html=account.outgoing.signature_html,
-            font=(author.font if author else "") or self.config.outgoing.default_font,
+        draft = draft_for(
+            self.config,
+            account,
+            author,
+            Message(
+                to=row.mail_to,
+                cc=row.mail_cc,
+                bcc=row.mail_bcc,
+                subject=row.subject,
+                text=row.text_body,
+                html=row.html_body,
+            ),
             request_number=row.request_number,
             files=files,
             letters=letters,
-            max_attachments_bytes=int(account.outgoing.max_attachments_mb * 1024 * 1024),
         )
         return ComposedSend(compose_letter(draft), author)
 
