@@ -167,23 +167,7 @@ class FolderStore:
             folder=self.folder,
             sha256s=[item.sha256 for item in batch],
         )
-        if not moved:
-            return batch
-        rest = []
-        for item in batch:
-            letter_id = moved.pop(item.sha256, None)
-            if letter_id is None:
-                rest.append(item)
-                continue
-            await outbox.relocate_letter(
-                session,
-                letter_id,
-                folder_id=folder.id,
-                uidvalidity=folder.uidvalidity or 0,
-                uid=item.message.uid,
-            )
-            results[item.message.uid] = ("moved", letter_id)
-        return rest
+        return await _known_here(session, folder, batch, results, moved, outcome="moved")
 
     async def _sent_here(
         self,
@@ -196,19 +180,7 @@ class FolderStore:
         if not self.is_sent_folder or not batch:
             return batch
         sent = await sending.unfiled_sent(session, folder.id, [item.sha256 for item in batch])
-        if not sent:
-            return batch
-        rest = []
-        for item in batch:
-            letter_id = sent.pop(item.sha256, None)
-            if letter_id is None:
-                rest.append(item)
-                continue
-            await sending.file_sent(
-                session, letter_id, uidvalidity=folder.uidvalidity or 0, uid=item.message.uid
-            )
-            results[item.message.uid] = ("sent", letter_id)
-        return rest
+        return await _known_here(session, folder, batch, results, sent, outcome="sent")
 
     def _log(self, item: repo.NewLetter, outcome: str, letter_id: int | None) -> None:
         """Write the one summary line per letter."""
@@ -229,6 +201,35 @@ class FolderStore:
             )
         else:
             log.info("letter", **fields)
+
+
+async def _known_here(
+    session: AsyncSession,
+    folder: repo.FolderRow,
+    batch: list[repo.NewLetter],
+    results: dict[int, tuple[str, int | None]],
+    known: dict[str, int],
+    *,
+    outcome: str,
+) -> list[repo.NewLetter]:
+    """Point stored letters found again here (by content) at their UID; give the truly new rest."""
+    if not known:
+        return batch
+    rest = []
+    for item in batch:
+        letter_id = known.pop(item.sha256, None)
+        if letter_id is None:
+            rest.append(item)
+            continue
+        await outbox.relocate_letter(
+            session,
+            letter_id,
+            folder_id=folder.id,
+            uidvalidity=folder.uidvalidity or 0,
+            uid=item.message.uid,
+        )
+        results[item.message.uid] = (outcome, letter_id)
+    return rest
 
 
 def _decidable(items: Sequence[repo.NewLetter], ids: dict[int, int]) -> list[StoredLetter]:
