@@ -356,28 +356,19 @@ class Config(_Model):
     @field_validator("accounts")
     @classmethod
     def _unique_names(cls, value: list[AccountConfig]) -> list[AccountConfig]:
-        names = [account.name for account in value]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"account names must be unique, repeated: {', '.join(duplicates)}")
+        _unique([account.name for account in value], "account names")
         return value
 
     @field_validator("scenarios")
     @classmethod
     def _unique_scenarios(cls, value: list[ScenarioConfig]) -> list[ScenarioConfig]:
-        names = [scenario.name for scenario in value]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"scenario names must be unique, repeated: {', '.join(duplicates)}")
+        _unique([scenario.name for scenario in value], "scenario names")
         return value
 
     @field_validator("users")
     @classmethod
     def _unique_logins(cls, value: list[UserConfig]) -> list[UserConfig]:
-        logins = [user.login for user in value]
-        duplicates = sorted({login for login in logins if logins.count(login) > 1})
-        if duplicates:
-            raise ValueError(f"user logins must be unique, repeated: {', '.join(duplicates)}")
+        _unique([user.login for user in value], "user logins")
         return value
 
     def account(self, name: str) -> AccountConfig | None:
@@ -393,6 +384,13 @@ class Config(_Model):
             except ValueError as exc:
                 raise ConfigError([f"{DATABASE_URL_ENV}: {exc}"]) from exc
         return self.database.url
+
+
+def _unique(keys: list[str], what: str) -> None:
+    """Refuse a list whose keys repeat, naming the repeated ones."""
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ValueError(f"{what} must be unique, repeated: {', '.join(duplicates)}")
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:

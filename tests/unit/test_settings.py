@@ -268,3 +268,25 @@ def test_user_sender_names_need_known_accounts(tmp_path: Path) -> None:
     assert info.value.problems == [
         f'{tmp_path / "maild.toml"}: users[0].sender_names.support: no account is named "support"'
     ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            '[[scenarios]]\nname = "s"\n[[scenarios]]\nname = "s"\n',
+            "scenario names must be unique, repeated: s",
+        ),
+        (
+            '[[users]]\nlogin = "a"\n[[users]]\nlogin = "a"\n',
+            "user logins must be unique, repeated: a",
+        ),
+    ],
+)
+def test_repeated_scenarios_and_logins_are_refused(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    """Two scenarios with one name, or two users with one login, are a config error naming them."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MINIMAL + "\n" + extra), check_secrets=False)
+    assert message in "\n".join(info.value.problems)
