@@ -127,5 +127,8 @@ async def test_changed_names_still_match(sessions: Any) -> None:
     assert old.responsible_login == "dina"  # Dina's current name beats Anna's past one
     new = await box.put(mail("Re: new", to="Anna Sidorova <sales@corp.example>"), folder="INBOX")
     assert new.responsible_login == "anna"
-    # Restarting with the same config keeps everything as it is (idempotent upsert).
+    # A restart makes the config's names current again: now Anna and Dina share one current name.
     await prepare_folders(sessions, make_config(None, USERS))
+    both = await box.put(mail("Re: again", to="Anna Petrova <sales@corp.example>"), folder="INBOX")
+    assert both.responsible_login is None
+    assert both.responsible_reason.endswith("is ambiguous: anna, dina")
