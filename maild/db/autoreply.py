@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from maild.db.repo import _insert
+from maild.db.repo import dialect_insert
 from maild.db.tables import Account, AutoreplyLog, AutoreplyState, Letter, utcnow
 from maild.errors import MaildError
 
@@ -41,7 +41,7 @@ async def claim(
 ) -> Throttle | None:
     """Claim the sender's window for a letter; None when claimed, else the window that holds."""
     now = utcnow()
-    stmt = _insert(session, AutoreplyLog).values(
+    stmt = dialect_insert(session, AutoreplyLog).values(
         account_id=account_id,
         sender=sender,
         window_start=arrival,
@@ -79,7 +79,7 @@ async def record_sent(
 ) -> None:
     """Record that the reply to a letter went out: its window now really holds."""
     now = utcnow()
-    stmt = _insert(session, AutoreplyLog).values(
+    stmt = dialect_insert(session, AutoreplyLog).values(
         account_id=account_id,
         sender=sender,
         window_start=arrival,
@@ -167,7 +167,7 @@ async def switch_off(
 ) -> None:
     """Switch an account's auto-reply off from ``at`` until the end of this period."""
     ident = await account_id(session, account)
-    stmt = _insert(session, AutoreplyState).values(
+    stmt = dialect_insert(session, AutoreplyState).values(
         account_id=ident, period_start=start, period_end=end, switched_off_at=at, switched_off_by=by
     )
     stmt = stmt.on_conflict_do_update(

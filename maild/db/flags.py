@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from maild.db.repo import _insert
+from maild.db.repo import dialect_insert
 from maild.db.tables import USE_POTENTIAL_CLIENTS, Setting, utcnow
 
 _TRUE = {"true", "on", "yes", "1"}
@@ -23,7 +23,7 @@ async def get_flag(session: AsyncSession, key: str) -> bool:
 async def set_flag(session: AsyncSession, key: str, value: bool) -> None:
     """Write a boolean flag as ``true``/``false``, creating the row on first use."""
     text = "true" if value else "false"
-    stmt = _insert(session, Setting).values(key=key, value=text, updated_at=utcnow())
+    stmt = dialect_insert(session, Setting).values(key=key, value=text, updated_at=utcnow())
     stmt = stmt.on_conflict_do_update(
         index_elements=["key"], set_={"value": text, "updated_at": utcnow()}
     )

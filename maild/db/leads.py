@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from maild.db.parties import Party
-from maild.db.repo import _insert
+from maild.db.repo import dialect_insert
 from maild.db.tables import Account, Folder, Lead, Letter, Scenario, ScenarioFolder, utcnow
 
 
@@ -149,7 +149,7 @@ async def sync_scenarios(
 ) -> None:
     """Mirror the config's scenarios: name -> (title, account -> folders); others are left alone."""
     for name, (title, leads_from) in scenarios.items():
-        stmt = _insert(session, Scenario).values(name=name, title=title, updated_at=utcnow())
+        stmt = dialect_insert(session, Scenario).values(name=name, title=title, updated_at=utcnow())
         stmt = stmt.on_conflict_do_update(
             index_elements=["name"], set_={"title": title, "updated_at": utcnow()}
         ).returning(Scenario.id)

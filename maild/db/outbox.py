@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from maild.db.repo import dialect_insert
 from maild.db.tables import Account, Folder, Letter, OutboxItem, RuleHit, utcnow
 
 
@@ -52,13 +52,6 @@ class ClaimedItem:
     letter_status: str | None = None
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
-    """Pick the dialect's INSERT so ON CONFLICT works on both databases."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 async def record_hits(
     session: AsyncSession, hits: Sequence[tuple[int, str, str, list[dict[str, Any]]]]
 ) -> None:
@@ -67,7 +60,7 @@ async def record_hits(
         return
     now = utcnow()
     await session.execute(
-        _insert(session, RuleHit),
+        dialect_insert(session, RuleHit),
         [
             {
                 "letter_id": letter_id,
@@ -103,7 +96,9 @@ async def add_effects(session: AsyncSession, effects: Sequence[NewEffect]) -> No
         }
         for effect in effects
     ]
-    stmt = _insert(session, OutboxItem).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    stmt = dialect_insert(session, OutboxItem).on_conflict_do_nothing(
+        index_elements=["idempotency_key"]
+    )
     await session.execute(stmt, rows)
 
 

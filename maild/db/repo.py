@@ -28,7 +28,7 @@ class FolderRow:
     uidvalidity_changes: int
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
+def dialect_insert(session: AsyncSession, table: Any) -> Any:
     """Pick the dialect's INSERT so ON CONFLICT works on both databases."""
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -44,7 +44,7 @@ def _cached(session: AsyncSession, name: str, build: Any) -> Any:
     stmt = _STATEMENTS.get(key)
     if stmt is None:
         stmt = _STATEMENTS[key] = build(
-            _insert(session, Letter.__table__), _insert(session, Attachment.__table__)
+            dialect_insert(session, Letter.__table__), dialect_insert(session, Attachment.__table__)
         )
     return stmt
 
@@ -53,7 +53,7 @@ async def upsert_account(
     session: AsyncSession, *, name: str, address: str, display_name: str, enabled: bool
 ) -> int:
     """Mirror an account from config into the database and give its id."""
-    stmt = _insert(session, Account).values(
+    stmt = dialect_insert(session, Account).values(
         name=name,
         address=address,
         display_name=display_name,
@@ -76,7 +76,7 @@ async def upsert_account(
 async def ensure_folder(session: AsyncSession, *, account_id: int, name: str) -> int:
     """Create the folder row on first sight and give its id."""
     stmt = (
-        _insert(session, Folder)
+        dialect_insert(session, Folder)
         .values(
             account_id=account_id,
             name=name,

@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.core.names import name_key
-from maild.db.repo import _insert
+from maild.db.repo import dialect_insert
 from maild.db.tables import User, UserSenderName, utcnow
 
 
@@ -37,7 +37,7 @@ async def upsert_users(
 ) -> None:
     """Create or update the config's users and make each declared sender name their current one."""
     for user in users:
-        stmt = _insert(session, User).values(
+        stmt = dialect_insert(session, User).values(
             login=user.login,
             full_name=user.full_name,
             email=user.email,
@@ -77,7 +77,7 @@ async def record_sender_name(
             )
             .values(current=False)
         )
-    stmt = _insert(session, UserSenderName).values(
+    stmt = dialect_insert(session, UserSenderName).values(
         user_id=user_id,
         account_id=account_id,
         name=name[:500],
