@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Sequence
 
 import aiosmtplib
+from aiosmtplib.protocol import SMTPProtocol
 
 from maild.errors import SmtpError, SmtpPermanentError, SmtpTemporaryError
 from maild.logging import get_logger
@@ -77,10 +78,11 @@ class SmtpSender:
             client, self._client = self._client, None
             if client is None:
                 return
+            protocol = client.protocol  # quit() drops it, though TLS is still saying goodbye
             if client.is_connected:
                 with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                     await client.quit(timeout=min(self._timeout, 5.0))
-            await _closed(client)
+            await _closed(client, protocol)
 
     # ----------------------------------------------------------------------------------------
     # connection
@@ -265,9 +267,12 @@ class SmtpSender:
         return text
 
 
-async def _closed(client: aiosmtplib.SMTP, wait: float = 2.0) -> None:
+async def _closed(
+    client: aiosmtplib.SMTP, protocol: SMTPProtocol | None = None, wait: float = 2.0
+) -> None:
     """Close a connection and give its socket a moment to close: TLS says goodbye first."""
-    protocol = client.protocol
+    protocol = protocol or client.protocol
+    transport = protocol.transport if protocol is not None else None
     client.close()
     if protocol is None:
         return
@@ -276,6 +281,11 @@ async def _closed(client: aiosmtplib.SMTP, wait: float = 2.0) -> None:
     # aiosmtplib offers no event for "the socket is closed"; its protocol drops the transport then.
     while protocol.transport is not None and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
+    if protocol.transport is not None and isinstance(transport, asyncio.WriteTransport):
+        # A relay that never answers TLS's goodbye must not keep the socket open behind our back.
+        transport.abort()
+        for _ in range(3):
+            await asyncio.sleep(0)
 
 
 async def _close_transport(transport: asyncio.BaseTransport | None) -> None:
