@@ -84,6 +84,8 @@ class DatabaseConfig(_Model):
 
     url: Stripped = "sqlite+aiosqlite:///var/maild.db"
     migrate_on_start: bool = True
+    pool_size: int = Field(default=10, ge=1)
+    max_overflow: int = Field(default=20, ge=0)
 
     @field_validator("url")
     @classmethod
@@ -105,6 +107,7 @@ class DaemonConfig(_Model):
     shutdown_grace_seconds: float = Field(default=30, ge=0)
     imap_timeout_seconds: float = Field(default=60, gt=0)
     reconnect_max_seconds: float = Field(default=300, gt=0)
+    lease_seconds: float = Field(default=30, ge=1)
 
     @field_validator("health_listen")
     @classmethod
