@@ -62,6 +62,8 @@ class LeaseKeeper:
         self.grace = grace
         self._tasks: dict[int, asyncio.Task[bool]] = {}
         self._ending: dict[int, asyncio.Task[bool]] = {}  # cancelled, not finished yet
+        self._handbacks: dict[asyncio.Task[None], list[int]] = {}
+        self._leaving: set[int] = set()  # being handed back: still held, not to be restarted
         self._wake = asyncio.Event()
         status.owner = owner
 
@@ -71,12 +73,14 @@ class LeaseKeeper:
 
     async def run(self) -> bool:
         """Keep leases and pollers until stopped; then stop the pollers and give the leases back."""
+        loop = asyncio.get_running_loop()
         try:
             await self._join()
             while not self.stop.is_set():
                 self._wake.clear()
+                started = loop.time()
                 await self._tick()
-                await _wait_any(self._wake, self.stop, self.tick)
+                await _wait_any(self._wake, self.stop, max(self.tick - (loop.time() - started), 0))
         finally:
             await self._stop_pollers()
             await self._leave()
@@ -124,6 +128,7 @@ class LeaseKeeper:
         """Take free leases up to this process's share, or hand back those over it."""
         async with self.sessions.begin() as session:
             now = await leases.clock(session)
+            await leases.forget_gone(session, now)
             processes = max(await leases.alive(session, now), 1)
             share = math.ceil(len(self.pollers) / processes)
             taken = await leases.take(
@@ -132,18 +137,18 @@ class LeaseKeeper:
                 [folder_id for folder_id in self.pollers if folder_id not in held],
                 now=now,
                 until=now + self.ttl,
-                limit=share - len(held),
+                limit=share - len(held - self._leaving),
             )
             holders = await leases.holders(session, list(self.pollers))
         self.status.processes = processes
-        if taken:
-            log.info("leases_taken", folders=len(taken), held=len(held | taken), share=share)
-        held = held | taken
         self._show(holders)
-        for folder_id in sorted(held - set(self._tasks) - set(self._ending)):
+        mine = {i for i, holder in holders.items() if holder.owner == self.owner} - self._leaving
+        if taken:
+            log.info("leases_taken", folders=len(taken), held=len(mine), share=share)
+        for folder_id in sorted(mine - set(self._tasks) - set(self._ending)):
             self._start(folder_id)  # a folder whose old poller is still ending starts next tick
-        if len(held) > share:
-            await self._hand_back(random.sample(sorted(held), len(held) - share), share)
+        if len(mine) > share:
+            self._hand_back(random.sample(sorted(mine), len(mine) - share), share)
 
     def _show(self, holders: Mapping[int, leases.Holder]) -> None:
         """Publish who holds each folder on the status board, for /healthz."""
@@ -189,15 +194,29 @@ class LeaseKeeper:
             del self._ending[folder_id]
             if not task.cancelled() and task.exception() is not None:
                 log.error("poller_crashed", task=task.get_name(), error=repr(task.exception()))
+        for handback in [task for task in self._handbacks if task.done()]:
+            self._leaving.difference_update(self._handbacks.pop(handback))
+            if not handback.cancelled() and handback.exception() is not None:
+                log.warning("lease_hand_back_failed", error=repr(handback.exception()))
 
-    async def _hand_back(self, folder_ids: list[int], share: int) -> None:
-        """Stop these folders' pollers (letting in-flight letters finish briefly), then free them."""
+    def _hand_back(self, folder_ids: list[int], share: int) -> None:
+        """Hand folders over the share back in the background, so renewals go on meanwhile."""
         tasks = []
         for folder_id in folder_ids:
             self.pollers[folder_id].stop.set()
             task = self._tasks.pop(folder_id, None)
             if task is not None:
                 tasks.append(task)
+        self._leaving.update(folder_ids)
+        handback = asyncio.create_task(
+            self._release(folder_ids, tasks, share), name="lease-hand-back"
+        )
+        self._handbacks[handback] = folder_ids
+
+    async def _release(
+        self, folder_ids: list[int], tasks: list[asyncio.Task[bool]], share: int
+    ) -> None:
+        """Let the pollers finish in-flight letters briefly, then give their leases back."""
         await _finish(tasks, min(self.grace, self.tick))
         async with self.sessions.begin() as session:
             await leases.release(session, self.owner, folder_ids)
@@ -213,6 +232,8 @@ class LeaseKeeper:
         tasks = [*self._tasks.values(), *self._ending.values()]
         self._tasks.clear()
         self._ending.clear()
+        await asyncio.gather(*self._handbacks, return_exceptions=True)
+        self._handbacks.clear()
         if tasks:
             log.info("stopping", in_flight=len(tasks))
         await _finish(tasks, self.grace)
