@@ -65,6 +65,8 @@ class LeaseKeeper:
         self._handbacks: dict[asyncio.Task[None], list[int]] = {}
         self._leaving: set[int] = set()  # being handed back: still held, not to be restarted
         self._wake = asyncio.Event()
+        # Renewals and hand-backs lock the same folder rows: one at a time, never in a cycle.
+        self._writing = asyncio.Lock()
         status.owner = owner
 
     def wake(self) -> None:
@@ -82,8 +84,10 @@ class LeaseKeeper:
                 await self._tick()
                 await _wait_any(self._wake, self.stop, max(self.tick - (loop.time() - started), 0))
         finally:
-            await self._stop_pollers()
-            await self._leave()
+            try:
+                await self._stop_pollers()
+            finally:  # even when a second signal cuts the grace short
+                await self._leave()
         return True
 
     # -- one tick --------------------------------------------------------------------------
@@ -111,7 +115,7 @@ class LeaseKeeper:
 
     async def _renew(self) -> set[int]:
         """Beat the heartbeat and extend every lease this process holds, on the database's clock."""
-        async with self.sessions.begin() as session:
+        async with self._writing, self.sessions.begin() as session:
             now = await leases.clock(session)
             until = now + self.ttl
             await leases.heartbeat(
@@ -218,7 +222,7 @@ class LeaseKeeper:
     ) -> None:
         """Let the pollers finish in-flight letters briefly, then give their leases back."""
         await _finish(tasks, min(self.grace, self.tick))
-        async with self.sessions.begin() as session:
+        async with self._writing, self.sessions.begin() as session:
             await leases.release(session, self.owner, folder_ids)
             await leases.announce(session)
         for folder_id in folder_ids:
@@ -276,7 +280,12 @@ async def _finish(tasks: list[asyncio.Task[bool]], grace: float) -> None:
     """Wait up to ``grace`` seconds for tasks to end, then cancel the late ones and wait for them."""
     if not tasks:
         return
-    _, late = await asyncio.wait(tasks, timeout=grace)
+    try:
+        _, late = await asyncio.wait(tasks, timeout=grace)
+    except asyncio.CancelledError:  # told to exit now: nothing gets more time
+        for task in tasks:
+            task.cancel()
+        raise
     for task in late:
         task.cancel()
     if late:

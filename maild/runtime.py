@@ -120,10 +120,9 @@ class Daemon:
             pollers = self._pollers(sessions, folder_ids, parser, owner=owner)
             if not once:
                 self.autoreply = await self._start_autoreply(sessions)
-            if not once and self.config.daemon.health_listen:
-                self.health = HealthServer(
-                    self.config.daemon.health_listen, self.status, self.metrics
-                )
+            listen = self.config.health_listen()
+            if not once and listen:
+                self.health = HealthServer(listen, self.status, self.metrics)
                 await self.health.start()
                 result.health_port = self.health.port
             log.info(

@@ -27,6 +27,7 @@ from maild.rules.loader import AccountInfo, compile_rules
 from maild.rules.models import RuleConfig
 
 DATABASE_URL_ENV = "MAILD_DATABASE_URL"
+HEALTH_LISTEN_ENV = "MAILD_HEALTH_LISTEN"
 
 
 def _strip(value: Any) -> Any:
@@ -387,6 +388,16 @@ class Config(_Model):
             except ValueError as exc:
                 raise ConfigError([f"{DATABASE_URL_ENV}: {exc}"]) from exc
         return self.database.url
+
+    def health_listen(self) -> str:
+        """Give the health endpoint's address, MAILD_HEALTH_LISTEN winning (one per process)."""
+        override = os.environ.get(HEALTH_LISTEN_ENV)
+        if override is None:
+            return self.daemon.health_listen
+        try:
+            return DaemonConfig._host_port(override.strip())
+        except ValueError as exc:
+            raise ConfigError([f"{HEALTH_LISTEN_ENV}: {exc}"]) from exc
 
 
 def _unique(keys: list[str], what: str) -> None:
