@@ -9,6 +9,7 @@ MaildError
 │   ├── ImapAuthError          the server refused the login: an admin must act
 │   └── ImapCommandError       the server answered NO/BAD to a command
 ├── LeadError              a lead or scenario asked for does not exist, or cannot change so
+├── LeaseLost              another maild process took over the folder: stop polling it
 ├── ParseError             a letter could not be parsed (kept raw and flagged)
 ├── PrintError             letters asked to be printed do not exist, or the output cannot be made
 └── SmtpError              the relay did not take a letter; carries ``code`` and the reply
@@ -66,6 +67,10 @@ class ImapCommandError(ImapError):
 
 class LeadError(MaildError):
     """A lead or scenario named by a command does not exist, or the change asked for cannot be made."""
+
+
+class LeaseLost(MaildError):
+    """Another maild process holds the folder's lease now: this one must store nothing more of it."""
 
 
 class ParseError(MaildError):

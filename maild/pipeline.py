@@ -12,7 +12,7 @@ from maild.db import leads as leads_db
 from maild.db import outbox, repo, sending
 from maild.db import users as users_db
 from maild.decide import Decider, StoredLetter
-from maild.errors import ParseError
+from maild.errors import LeaseLost, ParseError
 from maild.ingest.parse import HashedLetter
 from maild.ingest.poller import Cursor
 from maild.ingest.workers import ParserPool
@@ -34,6 +34,7 @@ class FolderStore:
     decider: Decider | None = None
     on_queued: Callable[[], None] | None = None
     is_sent_folder: bool = False
+    lease_owner: str | None = None  # set when several processes share folders by leases
 
     async def cursor(self) -> Cursor:
         """Read the folder's cursor."""
@@ -44,12 +45,14 @@ class FolderStore:
     async def set_uidvalidity(self, uidvalidity: int, *, changed: bool) -> None:
         """Adopt a new UIDVALIDITY; stored letters are re-matched by content as they come back."""
         async with self.sessions.begin() as session:
-            await repo.set_uidvalidity(session, self.folder_id, uidvalidity, changed=changed)
+            await repo.set_uidvalidity(
+                session, self.folder_id, uidvalidity, changed=changed, owner=self.lease_owner
+            )
 
     async def synced(self) -> None:
         """Record a complete pass."""
         async with self.sessions.begin() as session:
-            await repo.mark_synced(session, self.folder_id)
+            await repo.mark_synced(session, self.folder_id, owner=self.lease_owner)
 
     async def store(
         self, message: FetchedMessage, parsed: ParsedLetter | None, error: str | None
@@ -64,6 +67,8 @@ class FolderStore:
         batch = [self._new_letter(message, parsed, error) for message, parsed, error in items]
         try:
             results = await self._transaction(batch)
+        except LeaseLost:
+            raise  # another process polls the folder now: store nothing more here
         except Exception as exc:  # one bad letter must not cost the others: isolate it
             if len(batch) == 1:
                 results = [await self._keep_raw(batch[0], exc)]
@@ -95,6 +100,8 @@ class FolderStore:
         """Store one letter in its own transaction, keeping it raw if even that fails."""
         try:
             return (await self._transaction([item]))[0]
+        except LeaseLost:
+            raise
         except Exception as exc:
             return await self._keep_raw(item, exc)
 
@@ -117,7 +124,10 @@ class FolderStore:
         queued = 0
         async with self.sessions.begin() as session:
             folder = await repo.advance_and_load_folder(
-                session, self.folder_id, max(item.message.uid for item in batch)
+                session,
+                self.folder_id,
+                max(item.message.uid for item in batch),
+                owner=self.lease_owner,
             )
             pending = batch
             if folder.uidvalidity_changes:

@@ -18,7 +18,7 @@ from maild.autoreply.responder import Autoresponder, hand_switches, period_of
 from maild.autoreply.scheduler import AutoreplyScheduler
 from maild.core.status import StatusBoard
 from maild.db import autoreply as autoreply_db
-from maild.db import migrate, notify
+from maild.db import leases, migrate, notify
 from maild.db import outbox as outbox_db
 from maild.db.engine import create_engine, session_factory
 from maild.db.tables import OutboxItem
@@ -31,6 +31,7 @@ from maild.ingest.poller import FolderPoller, PollOptions
 from maild.ingest.workers import ParserPool
 from maild.leads.book import LeadBook
 from maild.leads.policy import lead_policy
+from maild.leasing import LeaseKeeper, new_owner_id
 from maild.logging import get_logger
 from maild.metrics import Metrics
 from maild.outbox.dispatcher import Dispatcher, DispatchReport
@@ -54,7 +55,11 @@ class RunResult:
 
 async def open_database(config: Config) -> AsyncEngine:
     """Open the database and make sure its schema is the one this maild speaks."""
-    engine = create_engine(config.database_url())
+    engine = create_engine(
+        config.database_url(),
+        pool_size=config.database.pool_size,
+        max_overflow=config.database.max_overflow,
+    )
     try:
         if config.database.migrate_on_start:
             await migrate.upgrade(engine)
@@ -109,13 +114,15 @@ class Daemon:
             sessions = session_factory(engine)
             folder_ids = await prepare_folders(sessions, self.config)
             self.dispatcher = self._dispatcher(sessions)
-            pollers = self._pollers(sessions, folder_ids, parser)
+            # A daemon shares the folders with any other `maild run` on the database by leases;
+            # a single pass (--once) reads every folder, relying on exactly-once storage alone.
+            owner = None if once else new_owner_id()
+            pollers = self._pollers(sessions, folder_ids, parser, owner=owner)
             if not once:
                 self.autoreply = await self._start_autoreply(sessions)
-            if not once and self.config.daemon.health_listen:
-                self.health = HealthServer(
-                    self.config.daemon.health_listen, self.status, self.metrics
-                )
+            listen = self.config.health_listen()
+            if not once and listen:
+                self.health = HealthServer(listen, self.status, self.metrics)
                 await self.health.start()
                 result.health_port = self.health.port
             log.info(
@@ -125,7 +132,7 @@ class Daemon:
                 rules=len(self.rules.current),
                 ruleset_version=self.rules.current.version,
             )
-            result.ok = await self._run_all(pollers, once=once, engine=engine)
+            result.ok = await self._run_all(pollers, once=once, engine=engine, owner=owner)
             if once:
                 result.outbox = await self.dispatcher.drain(self.config.outbox.once_drain_seconds)
                 async with sessions() as session:
@@ -169,25 +176,45 @@ class Daemon:
         )
 
     async def _run_all(
-        self, pollers: list[FolderPoller], *, once: bool, engine: AsyncEngine
+        self,
+        pollers: dict[int, FolderPoller],
+        *,
+        once: bool,
+        engine: AsyncEngine,
+        owner: str | None,
     ) -> bool:
         """Run the pollers, and beside them the dispatcher unless this is a single pass."""
-        if once or self.dispatcher is None:
-            return await self._run_pollers(pollers, once=once)
-        dispatching = asyncio.create_task(
-            self.dispatcher.run(self.stop, tick=self.config.outbox.poll_seconds), name="outbox"
+        if once or self.dispatcher is None or owner is None:
+            return await self._run_pollers(list(pollers.values()), once=once)
+        keeper = LeaseKeeper(
+            session_factory(engine),
+            pollers,
+            owner=owner,
+            lease_seconds=self.config.daemon.lease_seconds,
+            status=self.status,
+            stop=self.stop,
+            grace=self.config.daemon.shutdown_grace_seconds,
         )
-        listening = asyncio.create_task(
-            notify.listen(engine, self.dispatcher.wake, self.stop), name="outbox-listen"
-        )
+        helpers = [
+            asyncio.create_task(
+                self.dispatcher.run(self.stop, tick=self.config.outbox.poll_seconds),
+                name="outbox",
+            ),
+            asyncio.create_task(
+                notify.listen(engine, self.dispatcher.wake, self.stop), name="outbox-listen"
+            ),
+            asyncio.create_task(
+                notify.listen(engine, keeper.wake, self.stop, channel=leases.CHANNEL),
+                name="leases-listen",
+            ),
+        ]
         try:
-            return await self._run_pollers(pollers, once=once)
+            return await keeper.run()
         finally:
             self.stop.set()
             try:
                 await asyncio.wait_for(
-                    asyncio.gather(dispatching, listening),
-                    self.config.daemon.shutdown_grace_seconds,
+                    asyncio.gather(*helpers), self.config.daemon.shutdown_grace_seconds
                 )
             except TimeoutError:
                 log.warning("cancelled_after_grace", tasks=1)
@@ -215,8 +242,14 @@ class Daemon:
         sessions: async_sessionmaker[AsyncSession],
         folder_ids: dict[tuple[str, str], int],
         parser: ParserPool,
-    ) -> list[FolderPoller]:
-        """Build one poller per enabled (account, folder)."""
+        *,
+        owner: str | None = None,
+    ) -> dict[int, FolderPoller]:
+        """Build one poller per enabled (account, folder), by folder id.
+
+        With a lease ``owner``, each folder stores only while that process holds its lease,
+        and each poller has a stop of its own, so it can be stopped when the lease goes.
+        """
         daemon = self.config.daemon
         options = PollOptions(
             poll_interval=daemon.poll_interval_seconds,
@@ -224,7 +257,7 @@ class Daemon:
             max_letter_bytes=daemon.max_letter_bytes,
             reconnect_max=daemon.reconnect_max_seconds,
         )
-        pollers = []
+        pollers: dict[int, FolderPoller] = {}
         for account in self.config.accounts:
             if not account.enabled:
                 continue
@@ -235,11 +268,12 @@ class Daemon:
                 Autoresponder(account.name, period, policy.addresses) if period.enabled else None
             )
             for folder in account.folders.watch:
+                folder_id = folder_ids[(account.name, folder)]
                 store = FolderStore(
                     sessions=sessions,
                     account=account.name,
                     folder=folder,
-                    folder_id=folder_ids[(account.name, folder)],
+                    folder_id=folder_id,
                     first_sync_mode=daemon.first_sync,
                     decider=Decider(
                         self.rules,
@@ -252,19 +286,18 @@ class Daemon:
                     ),
                     on_queued=self.dispatcher.wake if self.dispatcher is not None else None,
                     is_sent_folder=folder == account.folders.sent,
+                    lease_owner=owner,
                 )
-                pollers.append(
-                    FolderPoller(
-                        account=account.name,
-                        folder=folder,
-                        endpoint=endpoint,
-                        sink=store,
-                        parser=parser,
-                        options=options,
-                        status=self.status,
-                        metrics=self.metrics,
-                        stop=self.stop,
-                    )
+                pollers[folder_id] = FolderPoller(
+                    account=account.name,
+                    folder=folder,
+                    endpoint=endpoint,
+                    sink=store,
+                    parser=parser,
+                    options=options,
+                    status=self.status,
+                    metrics=self.metrics,
+                    stop=self.stop if owner is None else asyncio.Event(),
                 )
         return pollers
 

@@ -27,6 +27,7 @@ from maild.rules.loader import AccountInfo, compile_rules
 from maild.rules.models import RuleConfig
 
 DATABASE_URL_ENV = "MAILD_DATABASE_URL"
+HEALTH_LISTEN_ENV = "MAILD_HEALTH_LISTEN"
 
 
 def _strip(value: Any) -> Any:
@@ -84,6 +85,8 @@ class DatabaseConfig(_Model):
 
     url: Stripped = "sqlite+aiosqlite:///var/maild.db"
     migrate_on_start: bool = True
+    pool_size: int = Field(default=10, ge=1)
+    max_overflow: int = Field(default=20, ge=0)
 
     @field_validator("url")
     @classmethod
@@ -105,6 +108,7 @@ class DaemonConfig(_Model):
     shutdown_grace_seconds: float = Field(default=30, ge=0)
     imap_timeout_seconds: float = Field(default=60, gt=0)
     reconnect_max_seconds: float = Field(default=300, gt=0)
+    lease_seconds: float = Field(default=30, ge=1)
 
     @field_validator("health_listen")
     @classmethod
@@ -384,6 +388,16 @@ class Config(_Model):
             except ValueError as exc:
                 raise ConfigError([f"{DATABASE_URL_ENV}: {exc}"]) from exc
         return self.database.url
+
+    def health_listen(self) -> str:
+        """Give the health endpoint's address, MAILD_HEALTH_LISTEN winning (one per process)."""
+        override = os.environ.get(HEALTH_LISTEN_ENV)
+        if override is None:
+            return self.daemon.health_listen
+        try:
+            return DaemonConfig._host_port(override.strip())
+        except ValueError as exc:
+            raise ConfigError([f"{HEALTH_LISTEN_ENV}: {exc}"]) from exc
 
 
 def _unique(keys: list[str], what: str) -> None:

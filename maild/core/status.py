@@ -21,9 +21,29 @@ class FolderState:
     stored: int = 0
     failed: int = 0
     duplicates: int = 0
+    lease: str | None = None  # "here", "elsewhere" or "free"; None when folders are not shared
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+
+    @property
+    def mine(self) -> bool:
+        """Tell whether this process answers for the folder (it holds its lease, or none is used)."""
+        return self.lease in (None, "here")
+
+    @property
+    def ok(self) -> bool:
+        """Tell whether the folder is fine as far as this process is concerned."""
+        return not self.mine or (self.connected and self.last_error is None)
 
     def as_dict(self) -> dict[str, object]:
         """Render for the /healthz JSON."""
+        lease = None
+        if self.lease is not None:
+            lease = {
+                "state": self.lease,
+                "owner": self.lease_owner,
+                "until": self.lease_until.isoformat() if self.lease_until else None,
+            }
         return {
             "connected": self.connected,
             "last_sync": self.last_sync.isoformat() if self.last_sync else None,
@@ -32,6 +52,7 @@ class FolderState:
             "stored": self.stored,
             "failed": self.failed,
             "duplicates": self.duplicates,
+            "lease": lease,
         }
 
 
@@ -62,6 +83,8 @@ class StatusBoard:
 
     folders: dict[tuple[str, str], FolderState] = field(default_factory=dict)
     autoreply: dict[str, AutoreplyStatus] = field(default_factory=dict)
+    owner: str | None = None  # this process's lease owner id, when folders are shared
+    processes: int = 0  # processes sharing the folders, as last counted
 
     def folder(self, account: str, folder: str) -> FolderState:
         """Give the state of one folder, creating it on first use."""
@@ -85,9 +108,23 @@ class StatusBoard:
         state.last_error = message
         state.last_error_at = _now()
 
+    def leased(
+        self,
+        account: str,
+        folder: str,
+        state: str,
+        owner: str | None = None,
+        until: datetime | None = None,
+    ) -> None:
+        """Record who polls the folder: this process ("here"), another one, or nobody yet."""
+        entry = self.folder(account, folder)
+        entry.lease, entry.lease_owner, entry.lease_until = state, owner, until
+        if state != "here":
+            entry.connected = False
+
     def healthy(self) -> bool:
-        """Tell whether every folder is connected with no outstanding error."""
-        return all(s.connected and s.last_error is None for s in self.folders.values())
+        """Tell whether every folder this process polls is connected with no outstanding error."""
+        return all(s.ok for s in self.folders.values())
 
     def as_dict(self) -> dict[str, object]:
         """Render for the /healthz JSON, grouped by account."""
@@ -97,11 +134,21 @@ class StatusBoard:
             folders = entry["folders"]
             assert isinstance(folders, dict)
             folders[folder] = state.as_dict()
-            if not state.connected or state.last_error is not None:
+            if not state.ok:
                 entry["ok"] = False
         report: dict[str, object] = {"ok": self.healthy(), "accounts": accounts}
+        if self.owner is not None:
+            report["leases"] = self._leases()
         if self.autoreply:
             report["autoreply"] = {
                 name: status.as_dict() for name, status in sorted(self.autoreply.items())
             }
         return report
+
+    def _leases(self) -> dict[str, object]:
+        """Summarise the split of folders between processes, for /healthz."""
+        counts = {"here": 0, "elsewhere": 0, "free": 0}
+        for state in self.folders.values():
+            if state.lease in counts:
+                counts[state.lease] += 1
+        return {"owner": self.owner, "processes": self.processes, **counts}

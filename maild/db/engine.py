@@ -24,15 +24,24 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """Create the engine; on SQLite, WAL + busy timeout + BEGIN IMMEDIATE so no update is lost."""
+def create_engine(
+    url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 20
+) -> AsyncEngine:
+    """Create the engine; on SQLite, WAL + busy timeout + BEGIN IMMEDIATE so no update is lost.
+
+    On PostgreSQL a process keeps up to ``pool_size`` connections open and opens up to
+    ``max_overflow`` more at busy moments; every `maild run` process counts against the
+    server's ``max_connections``.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         _ensure_parent_dir(parsed.database)
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         _install_sqlite_events(engine.sync_engine)
         return engine
-    return create_async_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_async_engine(
+        url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow
+    )
 
 
 def _ensure_parent_dir(database: str | None) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, false, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -134,11 +134,20 @@ async def find_thread(
 async def mark_lead_folders(
     session: AsyncSession, account_id: int, watched: Sequence[str], sources: Sequence[str]
 ) -> None:
-    """Mirror which watched folders of an account are lead sources."""
+    """Mirror which watched folders of an account are lead sources.
+
+    Only rows whose flag changes are written, so a process starting beside running ones does
+    not lock folder rows they are storing into or renewing leases on.
+    """
+    lead = Folder.name.in_(list(sources)) if sources else false()
     await session.execute(
         update(Folder)
-        .where(Folder.account_id == account_id, Folder.name.in_(list(watched)))
-        .values(lead_source=Folder.name.in_(list(sources)) if sources else False)
+        .where(
+            Folder.account_id == account_id,
+            Folder.name.in_(list(watched)),
+            Folder.lead_source != lead,
+        )
+        .values(lead_source=lead)
     )
 
 

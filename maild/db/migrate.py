@@ -9,12 +9,15 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from maild.errors import SchemaOutOfDate
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "maild_alembic_version"
+#: The PostgreSQL advisory lock key that lets one starting process migrate while others wait.
+MIGRATION_LOCK = 0x6D61696C64  # "maild"
 
 
 def alembic_config() -> AlembicConfig:
@@ -32,7 +35,11 @@ def head_revision() -> str:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema up to ``revision`` in one transaction."""
+    """Bring the schema up to ``revision`` in one transaction.
+
+    On PostgreSQL the transaction first takes an advisory lock, so processes started together
+    migrate one after the other: the first does the work, the others find the schema current.
+    """
 
     def _run(sync_conn: Any) -> None:
         config = alembic_config()
@@ -40,6 +47,8 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         await conn.run_sync(_run)
 
 

@@ -1,4 +1,5 @@
-"""PostgreSQL LISTEN: wake the dispatcher the moment the CRM inserts an outbox row."""
+"""PostgreSQL LISTEN: wake the dispatcher the moment the CRM inserts an outbox row (and the
+lease keeper the moment another process gives folders back)."""
 
 from __future__ import annotations
 
@@ -22,21 +23,22 @@ async def listen(
     stop: asyncio.Event,
     *,
     retry_seconds: float = 5.0,
+    channel: str = CHANNEL,
 ) -> None:
     """Call ``on_notify`` on every notification until stopped; reconnect when the link drops."""
     if engine.dialect.name != "postgresql":
         return
     while not stop.is_set():
         try:
-            await _listen_once(engine, on_notify, stop)
+            await _listen_once(engine, on_notify, stop, channel)
         except Exception as exc:  # the database went away: polling still covers, try again
-            log.warning("listen_failed", channel=CHANNEL, error=f"{type(exc).__name__}: {exc}")
+            log.warning("listen_failed", channel=channel, error=f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), retry_seconds)
 
 
 async def _listen_once(
-    engine: AsyncEngine, on_notify: Callable[[], None], stop: asyncio.Event
+    engine: AsyncEngine, on_notify: Callable[[], None], stop: asyncio.Event, channel: str
 ) -> None:
     """Hold one connection listening on the channel until stopped."""
 
@@ -46,10 +48,10 @@ async def _listen_once(
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
-        await driver.add_listener(CHANNEL, callback)
-        log.info("listening", channel=CHANNEL)
+        await driver.add_listener(channel, callback)
+        log.info("listening", channel=channel)
         on_notify()  # rows inserted while nobody listened
         try:
             await stop.wait()
         finally:
-            await driver.remove_listener(CHANNEL, callback)
+            await driver.remove_listener(channel, callback)

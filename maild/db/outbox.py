@@ -2,8 +2,11 @@
 
 Claims take a lease (``locked_until``) in their own short transaction, so a crashed dispatcher's
 rows come back when the lease ends: an effect may be performed twice after a crash, never lost.
-On PostgreSQL concurrent dispatchers skip each other's rows with ``FOR UPDATE SKIP LOCKED``;
-SQLite has one writer at a time anyway.
+On PostgreSQL concurrent dispatchers (one per maild process) skip each other's rows with
+``FOR UPDATE SKIP LOCKED``; SQLite has one writer at a time anyway. A dispatcher that reaches a
+row late in its batch confirms its claim first (``confirm``): if the lease ran out meanwhile and
+another dispatcher claimed the row, the claim's ``locked_until`` no longer matches and it leaves
+the row to the other one.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class ClaimedItem:
     uid: int | None
     message_id: str
     letter_status: str | None = None
+    locked_until: datetime | None = None  # the claim's lease: confirm() checks it is still this
 
 
 async def record_hits(
@@ -196,11 +200,12 @@ async def claim_due(
     ids = [int(row) for row in (await session.execute(query)).scalars()]
     if not ids:
         return []
+    until = now + timedelta(seconds=lease_seconds)
     await session.execute(
         update(OutboxItem)
         .where(OutboxItem.id.in_(ids))
         .values(
-            locked_until=now + timedelta(seconds=lease_seconds),
+            locked_until=until,
             attempts=OutboxItem.attempts + 1,
             updated_at=now,
         )
@@ -236,9 +241,27 @@ async def claim_due(
             uid=uid,
             message_id=message_id or "",
             letter_status=status,
+            locked_until=until,
         )
         for item, account, folder, uidvalidity, uid, message_id, status in rows.all()
     ]
+
+
+async def confirm(
+    session: AsyncSession, item: ClaimedItem, *, lease_seconds: float
+) -> datetime | None:
+    """Extend a claim that is still this one's; None when another dispatcher has claimed the row."""
+    until = utcnow() + timedelta(seconds=lease_seconds)
+    result = await session.execute(
+        update(OutboxItem)
+        .where(
+            OutboxItem.id == item.id,
+            OutboxItem.status == "pending",
+            OutboxItem.locked_until == item.locked_until,
+        )
+        .values(locked_until=until)
+    )
+    return until if getattr(result, "rowcount", 0) == 1 else None
 
 
 async def mark_done(session: AsyncSession, item_id: int, result: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.core.letter import Address, FetchedMessage, ParsedLetter
 from maild.db.tables import Account, Attachment, Folder, Letter, utcnow
+from maild.errors import LeaseLost
 
 
 @dataclass(frozen=True)
@@ -107,15 +108,31 @@ async def load_folder(session: AsyncSession, folder_id: int) -> FolderRow:
     )
 
 
-async def advance_and_load_folder(session: AsyncSession, folder_id: int, uid: int) -> FolderRow:
+def _this_folder(folder_id: int, owner: str | None) -> list[Any]:
+    """Select the folder's row, and only while ``owner`` holds its lease when one is given."""
+    if owner is None:
+        return [Folder.id == folder_id]
+    return [Folder.id == folder_id, Folder.lease_owner == owner]
+
+
+def _lost(folder_id: int, owner: str | None) -> LeaseLost:
+    """Say that a lease-holding write found the folder held by another process."""
+    return LeaseLost(f"folder {folder_id} is no longer leased to {owner}: another process has it")
+
+
+async def advance_and_load_folder(
+    session: AsyncSession, folder_id: int, uid: int, *, owner: str | None = None
+) -> FolderRow:
     """Move the cursor forward to ``uid`` and read the folder in one statement, at a group's start.
 
     One round trip instead of a read and an update per transaction; the update also takes the
-    folder row's lock first, and it rolls back with the rest if the group fails.
+    folder row's lock first, and it rolls back with the rest if the group fails. With an
+    ``owner``, the update finds the row only while that process holds the folder's lease, and
+    LeaseLost is raised otherwise: nothing of the group is stored.
     """
     stmt = (
         update(Folder)
-        .where(Folder.id == folder_id)
+        .where(*_this_folder(folder_id, owner))
         .values(last_uid=case((Folder.last_uid < uid, uid), else_=Folder.last_uid))
         .returning(
             Folder.account_id,
@@ -125,7 +142,10 @@ async def advance_and_load_folder(session: AsyncSession, folder_id: int, uid: in
             Folder.uidvalidity_changes,
         )
     )
-    row = (await session.execute(stmt)).one()
+    result = await session.execute(stmt)
+    row = result.one() if owner is None else result.one_or_none()
+    if row is None:
+        raise _lost(folder_id, owner)
     return FolderRow(
         id=folder_id,
         account_id=row.account_id,
@@ -137,13 +157,22 @@ async def advance_and_load_folder(session: AsyncSession, folder_id: int, uid: in
 
 
 async def set_uidvalidity(
-    session: AsyncSession, folder_id: int, uidvalidity: int, *, changed: bool
+    session: AsyncSession,
+    folder_id: int,
+    uidvalidity: int,
+    *,
+    changed: bool,
+    owner: str | None = None,
 ) -> None:
-    """Adopt a new UIDVALIDITY and restart the cursor from UID 0."""
+    """Adopt a new UIDVALIDITY and restart the cursor from UID 0 (as the lease's holder)."""
     values: dict[str, Any] = {"uidvalidity": uidvalidity, "last_uid": 0}
     if changed:
         values["uidvalidity_changes"] = Folder.uidvalidity_changes + 1
-    await session.execute(update(Folder).where(Folder.id == folder_id).values(**values))
+    found = await session.execute(
+        update(Folder).where(*_this_folder(folder_id, owner)).values(**values).returning(Folder.id)
+    )
+    if owner is not None and found.first() is None:
+        raise _lost(folder_id, owner)
 
 
 async def advance_cursor(session: AsyncSession, folder_id: int, uid: int) -> None:
@@ -153,13 +182,16 @@ async def advance_cursor(session: AsyncSession, folder_id: int, uid: int) -> Non
     )
 
 
-async def mark_synced(session: AsyncSession, folder_id: int) -> None:
+async def mark_synced(session: AsyncSession, folder_id: int, *, owner: str | None = None) -> None:
     """Record a complete pass over the folder; the first one ends the first sync."""
-    await session.execute(
+    found = await session.execute(
         update(Folder)
-        .where(Folder.id == folder_id)
+        .where(*_this_folder(folder_id, owner))
         .values(first_sync_done=True, last_synced_at=utcnow())
+        .returning(Folder.id)
     )
+    if owner is not None and found.first() is None:
+        raise _lost(folder_id, owner)
 
 
 async def rekey_letter(

@@ -98,6 +98,10 @@ class Folder(Base):
     last_synced_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     lead_source: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Which `maild run` process polls the folder, until when; see maild/db/leases.py.
+    lease_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    lease_taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class Letter(Base):
@@ -444,6 +448,19 @@ class AutoreplyState(Base):
     period_end: Mapped[datetime] = mapped_column(UtcDateTime)
     switched_off_at: Mapped[datetime] = mapped_column(UtcDateTime)
     switched_off_by: Mapped[str] = mapped_column(String(255), default="")
+
+
+class MaildProcess(Base):
+    """A running `maild run` process, alive while it renews: how many share the folders."""
+
+    __tablename__ = "maild_processes"
+
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    alive_until: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 USE_POTENTIAL_CLIENTS = "use_potential_clients"

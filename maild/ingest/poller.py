@@ -12,7 +12,7 @@ from typing import Protocol
 
 from maild.core.letter import FetchedMessage, ParsedLetter
 from maild.core.status import StatusBoard
-from maild.errors import ImapAuthError, ImapError, ParseError
+from maild.errors import ImapAuthError, ImapError, LeaseLost, ParseError
 from maild.ingest.imap import ImapEndpoint, ImapSession, connect
 from maild.ingest.workers import ParserPool
 from maild.logging import get_logger
@@ -103,6 +103,9 @@ class FolderPoller:
             attempts += 1
             try:
                 await self._session_loop(once=once)
+                return True
+            except LeaseLost as exc:  # another process polls the folder now: leave it to it
+                self.log.warning("lease_lost", error=str(exc))
                 return True
             except ImapAuthError as exc:
                 self._failures += 1

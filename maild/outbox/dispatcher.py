@@ -164,7 +164,10 @@ class Dispatcher:
                 )
             if not items:
                 return report
+            claimed = asyncio.get_running_loop().time()
             for item in items:
+                if await self._claim_lost(item, claimed):
+                    continue
                 await self._perform(item, report)
 
     async def drain(self, budget: float) -> DispatchReport:
@@ -232,6 +235,17 @@ class Dispatcher:
             report.done += 1
             report.kinds[item.kind] = report.kinds.get(item.kind, 0) + 1
             self._outcome(item, "done")
+
+    async def _claim_lost(self, item: outbox.ClaimedItem, claimed: float) -> bool:
+        """Confirm a claim that has used half its lease; tell whether another process has the row."""
+        lease = self.settings.lease_seconds
+        if asyncio.get_running_loop().time() - claimed < lease / 2:
+            return False
+        async with self.sessions.begin() as session:
+            kept = await outbox.confirm(session, item, lease_seconds=lease)
+        if kept is None:
+            log.warning("outbox_claim_lost", outbox_id=item.id, account=item.account)
+        return kept is None
 
     async def _blocked(self, item: outbox.ClaimedItem) -> bool:
         """Tell whether an earlier mailbox effect of the same letter must be performed first."""
