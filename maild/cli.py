@@ -14,7 +14,7 @@ import click
 from maild import __version__
 from maild import logging as maild_logging
 from maild.errors import ConfigError, MaildError, ParseError
-from maild.settings import Config, load_config
+from maild.settings import Config, config_warnings, load_config
 
 if TYPE_CHECKING:
     from maild.leads.convert import ConversionReport
@@ -99,6 +99,8 @@ def run(config_path: Path, once: bool) -> None:
 def check_config(config_path: Path) -> None:
     """Validate a config file and report every problem at once."""
     config = _load(config_path)
+    for line in config_warnings(config_path, config):
+        click.echo(line, err=True)
     folders = sum(len(a.folders.watch) for a in config.accounts if a.enabled)
     click.echo(f"{config_path}: OK ({len(config.accounts)} accounts, {folders} watched folders)")
 

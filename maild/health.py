@@ -9,6 +9,7 @@ import json
 from maild.core.status import StatusBoard
 from maild.logging import get_logger
 from maild.metrics import Metrics
+from maild.tls import is_loopback
 
 log = get_logger(__name__)
 
@@ -34,6 +35,14 @@ class HealthServer:
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         log.info("health_listening", host=self.host, port=self.port)
+        if not is_loopback(self.host):
+            log.warning(
+                "health_exposed",
+                host=self.host,
+                port=self.port,
+                why="daemon.health_listen is not a loopback address: /healthz and /metrics "
+                "answer anyone who can reach it, without authentication",
+            )
 
     async def stop(self) -> None:
         """Close the socket."""

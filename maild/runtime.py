@@ -36,7 +36,13 @@ from maild.logging import get_logger
 from maild.metrics import Metrics
 from maild.outbox.dispatcher import Dispatcher, DispatchReport
 from maild.pipeline import FolderStore, RetryReport, prepare_folders, retry_failed
-from maild.settings import AccountConfig, AutoreplyConfig, Config, load_config
+from maild.settings import (
+    AccountConfig,
+    AutoreplyConfig,
+    Config,
+    insecure_transports,
+    load_config,
+)
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -82,7 +88,19 @@ def endpoint_for(account: AccountConfig, timeout: float) -> ImapEndpoint:
         password=imap.read_password().get_secret_value(),
         ca_file=str(imap.ca_file) if imap.ca_file else None,
         timeout=timeout,
+        tls_verify=imap.tls_verify,
+        allow_plaintext=imap.allow_plaintext,
     )
+
+
+def warn_insecure(config: Config) -> int:
+    """Log each connection target without verified TLS once, loudly; give how many there are."""
+    found = insecure_transports(config)
+    for item in found:
+        log.warning(
+            item.event, config_key=f"{item.where}.{item.key}", target=item.target, why=item.message
+        )
+    return len(found)
 
 
 class Daemon:
@@ -107,6 +125,7 @@ class Daemon:
 
     async def run(self, *, once: bool = False) -> RunResult:
         """Sync every enabled folder; with once, read each folder to its end and return."""
+        warn_insecure(self.config)
         engine = await open_database(self.config)
         parser = ParserPool(self.config.daemon.parse_workers)
         result = RunResult(status=self.status)

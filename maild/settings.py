@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,10 +21,12 @@ from pydantic import (
     model_validator,
 )
 
+from maild.core.addresses import in_domains
 from maild.errors import ConfigError
 from maild.rules.engine import RuleSet
 from maild.rules.loader import AccountInfo, compile_rules
 from maild.rules.models import RuleConfig
+from maild.tls import check_ca_file, is_loopback
 
 DATABASE_URL_ENV = "MAILD_DATABASE_URL"
 HEALTH_LISTEN_ENV = "MAILD_HEALTH_LISTEN"
@@ -36,29 +38,31 @@ def _strip(value: Any) -> Any:
 
 
 Stripped = Annotated[str, BeforeValidator(_strip)]
+#: A path written as a TOML string (strict mode would otherwise want a Path object).
+FilePath = Annotated[Path, Field(strict=False)]
 
 
-def is_loopback(host: str) -> bool:
-    """Tell whether plaintext to this host stays on this machine, the only place it is allowed."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip()).is_loopback
-    except ValueError:
-        return False
+def _lower(value: Any) -> Any:
+    """Strip and lower-case a domain name, since domains compare in any letter case."""
+    return value.strip().lower() if isinstance(value, str) else value
 
 
 class _Model(BaseModel):
-    """Base of every config section: unknown keys are errors, values are immutable."""
+    """Base of every config section: unknown keys are errors, values are immutable.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Strict types: ``port = "993"`` or ``enabled = "no"`` is an error naming the key, never a
+    silent conversion (``"no"`` would have become false, ``true`` a port number 1). Numbers
+    still widen (``poll_interval_seconds = 5`` is 5.0), and paths are written as strings.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Secret(_Model):
     """Where a secret comes from: the environment or a file, never the config file itself."""
 
     password_env: Stripped | None = None
-    password_file: Path | None = None
+    password_file: FilePath | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Secret:
@@ -72,12 +76,19 @@ class Secret(_Model):
             value = os.environ.get(self.password_env)
             if value is None:
                 raise ValueError(f"environment variable {self.password_env} is not set")
+            if not value.strip():
+                raise ValueError(f"environment variable {self.password_env} is empty")
             return SecretStr(value.strip())
         assert self.password_file is not None
         try:
-            return SecretStr(self.password_file.read_text(encoding="utf-8").strip())
+            text = self.password_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ValueError(f"cannot read password_file {self.password_file}: {exc}") from exc
+        except UnicodeDecodeError:  # the exception holds the file's bytes: never chain it
+            raise ValueError(f"password_file {self.password_file} is not UTF-8 text") from None
+        if not text:
+            raise ValueError(f"password_file {self.password_file} is empty")
+        return SecretStr(text)
 
 
 class DatabaseConfig(_Model):
@@ -133,20 +144,61 @@ class OutboxConfig(_Model):
     lease_seconds: float = Field(default=300, gt=0)
     smtp_timeout_seconds: float = Field(default=60, gt=0)
     poll_seconds: float = Field(default=5, gt=0)
+    forward_allowed_domains: list[
+        Annotated[str, BeforeValidator(_lower), Field(pattern=r"^[a-z0-9-]+(\.[a-z0-9-]+)+$")]
+    ] = Field(default_factory=list)
+
+    def forward_allowed(self, address: str) -> bool:
+        """Tell whether a forward may go to this address: any, unless the domains are limited."""
+        return not self.forward_allowed_domains or in_domains(
+            address, tuple(self.forward_allowed_domains)
+        )
 
 
-class SmtpConfig(Secret):
+class _Transport(Secret):
+    """What SMTP and IMAP share: TLS verified unless switched off by name, plaintext only on loopback."""
+
+    host: Stripped
+    ca_file: FilePath | None = None
+    tls_verify: bool = True
+    allow_plaintext: bool = False
+
+    @model_validator(mode="after")
+    def _transport_is_safe(self) -> _Transport:
+        problem = transport_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
+
+def transport_problem(section: _Transport) -> str | None:
+    """Refuse plaintext off this machine and contradictory TLS keys, naming the keys to change."""
+    security = getattr(section, "security", "tls")
+    if security == "none":
+        if not is_loopback(section.host) and not section.allow_plaintext:
+            return (
+                f'security = "none" sends the password in plaintext: only allowed for a loopback '
+                f'host, not "{section.host}" (use TLS, or set allow_plaintext = true)'
+            )
+        if not section.tls_verify:
+            return 'tls_verify = false has no effect with security = "none": remove it'
+    elif section.allow_plaintext:
+        return f'allow_plaintext = true has no effect with security = "{security}": remove it'
+    if not section.tls_verify and section.ca_file is not None:
+        return "ca_file and tls_verify = false contradict each other: keep one"
+    return None
+
+
+class SmtpConfig(_Transport):
     """The relay maild sends through; TLS unless the relay is on this machine.
 
     A relay may accept mail without a login (e.g. by IP), so a password source is needed
     only with a ``username``, and is then required.
     """
 
-    host: Stripped
     port: int = Field(default=587, gt=0, le=65535)
     security: Literal["tls", "starttls", "none"] = "starttls"
     username: Stripped | None = None
-    ca_file: Path | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> SmtpConfig:
@@ -165,27 +217,13 @@ class SmtpConfig(Secret):
         """Tell whether maild authenticates at the relay, and so has a password to read."""
         return self.username is not None
 
-    @model_validator(mode="after")
-    def _no_plaintext_off_host(self) -> SmtpConfig:
-        if self.security == "none" and not is_loopback(self.host):
-            raise ValueError('security = "none" is only allowed for a loopback host')
-        return self
 
-
-class ImapConfig(Secret):
+class ImapConfig(_Transport):
     """How to log in to one account's IMAP server; implicit TLS unless on loopback."""
 
-    host: Stripped
     port: int = Field(default=993, gt=0, le=65535)
     security: Literal["tls", "none"] = "tls"
     username: Stripped
-    ca_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _no_plaintext_off_host(self) -> ImapConfig:
-        if self.security == "none" and not is_loopback(self.host):
-            raise ValueError('security = "none" is only allowed for a loopback host')
-        return self
 
 
 class FoldersConfig(_Model):
@@ -247,8 +285,8 @@ class AutoreplyConfig(_Model):
     """The account's autoresponder: a period, a text, once per interval per sender."""
 
     enabled: bool = False
-    start: datetime | None = None
-    end: datetime | None = None
+    start: Annotated[datetime, Field(strict=False)] | None = None
+    end: Annotated[datetime, Field(strict=False)] | None = None
     subject: str = ""
     text: str = ""
     interval_days: int = Field(default=3, ge=1)
@@ -458,6 +496,7 @@ def load_config(path: Path, *, check_secrets: bool = True) -> Config:
     )
     cross_problems = (
         _forward_needs_smtp(path, config)
+        + _forward_domain_problems(path, config)
         + _autoreply_needs_smtp(path, config)
         + lead_problems(path, config)
         + _sender_name_problems(path, config)
@@ -465,7 +504,7 @@ def load_config(path: Path, *, check_secrets: bool = True) -> Config:
     if cross_problems:
         raise ConfigError(cross_problems)
     if check_secrets:
-        secret_problems = _secret_problems(path, config)
+        secret_problems = _secret_problems(path, config) + _ca_problems(path, config)
         if secret_problems:
             raise ConfigError(secret_problems)
     return config
@@ -481,6 +520,19 @@ def _forward_needs_smtp(path: Path, config: Config) -> list[str]:
         for i, rule in enumerate(config.rules)
         for j, action in enumerate(rule.actions)
         if "forward" in action
+    ]
+
+
+def _forward_domain_problems(path: Path, config: Config) -> list[str]:
+    """Name every forward target outside outbox.forward_allowed_domains, when those are set."""
+    allowed = config.outbox.forward_allowed_domains
+    return [
+        f'{path}: rules[{i}] ("{rule.name}").actions[{j}].forward.to: "{target}" is not in '
+        f"outbox.forward_allowed_domains ({', '.join(allowed)})"
+        for i, rule in enumerate(config.rules)
+        for j, action in enumerate(rule.actions)
+        for target in [str(action.get("forward", {}).get("to", "")).strip()]
+        if "forward" in action and not config.outbox.forward_allowed(target)
     ]
 
 
@@ -534,6 +586,88 @@ def lead_problems(path: Path | str, config: Config) -> list[str]:
                         f'account "{name}" (those are: {", ".join(sources) or "none"})'
                     )
     return problems
+
+
+def transports(config: Config) -> list[tuple[str, _Transport]]:
+    """List every connection maild makes, with its dotted path: enabled accounts' IMAP, the relay."""
+    found: list[tuple[str, _Transport]] = [
+        (f"accounts[{i}].imap", account.imap)
+        for i, account in enumerate(config.accounts)
+        if account.enabled
+    ]
+    if config.smtp is not None:
+        found.append(("smtp", config.smtp))
+    return found
+
+
+def _ca_problems(path: Path, config: Config) -> list[str]:
+    """Check every ca_file loads now, so a typo in its path fails at start, not at first connect."""
+    return [
+        f"{path}: {where}.ca_file: {problem}"
+        for where, section in transports(config)
+        if section.ca_file is not None
+        for problem in [check_ca_file(section.ca_file)]
+        if problem is not None
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Insecure:
+    """A connection the config makes without TLS verification or without TLS, said at start."""
+
+    where: str
+    key: str
+    target: str
+    event: str
+    message: str
+
+
+def insecure_transports(config: Config) -> list[Insecure]:
+    """Name each connection target without verified TLS, once, for the loud warning at start."""
+    found: dict[tuple[str, str], Insecure] = {}
+    for where, section in transports(config):
+        kind = "smtp" if where == "smtp" else "imap"
+        target = f"{kind}://{section.host}:{getattr(section, 'port', 0)}"
+        if not section.tls_verify:
+            found.setdefault(
+                (target, "tls_unverified"),
+                Insecure(
+                    where,
+                    "tls_verify",
+                    target,
+                    "tls_unverified",
+                    "tls_verify = false: the server's certificate is not checked, so anyone on "
+                    "the path can read the password and the mail",
+                ),
+            )
+        if getattr(section, "security", "") == "none" and not is_loopback(section.host):
+            found.setdefault(
+                (target, "plaintext_allowed"),
+                Insecure(
+                    where,
+                    "allow_plaintext",
+                    target,
+                    "plaintext_allowed",
+                    'security = "none" to a host that is not this machine: the password and the '
+                    "mail cross the network unencrypted",
+                ),
+            )
+    return list(found.values())
+
+
+def config_warnings(path: Path, config: Config) -> list[str]:
+    """Give the FILE: key: warning lines for what is allowed but unsafe, for check-config."""
+    lines = [
+        f"{path}: {item.where}.{item.key}: warning: {item.target}: {item.message}"
+        for item in insecure_transports(config)
+    ]
+    listen = config.daemon.health_listen
+    if listen and not is_loopback(listen.rpartition(":")[0]):
+        lines.append(
+            f"{path}: daemon.health_listen: warning: {listen} is not a loopback address: "
+            "/healthz and /metrics answer anyone who can reach it, without authentication"
+        )
+    return lines
 
 
 def _secret_problems(path: Path, config: Config) -> list[str]:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
+from maild.core.addresses import address_problem
 from maild.core.letter import Address as LetterAddress
 from maild.core.letter import ParsedLetter
 from maild.core.robots import LOOP_HEADER
 
 #: How many Message-IDs of the original References a reply keeps (the newest ones).
 MAX_REFERENCES = 20
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +46,15 @@ def compose_reply(
 ) -> AutoReplyLetter:
     """Compose the reply an ``autoreply`` outbox row describes (see ReplyPlan for its fields)."""
     to = str(payload["to"])
+    problem = address_problem(to)
+    if problem is not None:
+        raise ValueError(f"auto-reply recipient {to!r} is not one plain address: {problem}")
     to_name = _one_line(str(payload.get("to_name", "")))
     subject = _one_line(str(payload.get("subject", "")))
-    in_reply_to = _one_line(str(payload.get("in_reply_to", "")))
-    references = [_one_line(str(ref)) for ref in payload.get("references", [])][-MAX_REFERENCES:]
+    in_reply_to = next(iter(_message_ids(str(payload.get("in_reply_to", "")))), "")
+    references = [ref for item in payload.get("references", []) for ref in _message_ids(str(item))][
+        -MAX_REFERENCES:
+    ]
     if in_reply_to:
         references = [ref for ref in references if ref != in_reply_to] + [in_reply_to]
     msg = EmailMessage(policy=email.policy.SMTP)
@@ -79,6 +87,11 @@ def compose_reply(
         headers={"auto-submitted": "auto-replied", LOOP_HEADER.lower(): account_address},
     )
     return AutoReplyLetter(raw, sender, (to,), parsed)
+
+
+def _message_ids(value: str) -> list[str]:
+    """Give the ``<id>`` tokens of a value and nothing else, so no text rides along into a header."""
+    return _MESSAGE_ID.findall(value)
 
 
 def _one_line(value: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from maild.core import robots
+from maild.core.addresses import address_problem
 from maild.core.decision import Autoreply
 from maild.core.letter import ParsedLetter
 
@@ -92,6 +93,9 @@ def plan_reply(
         return Suppressed("no Return-Path: the envelope sender is unknown")
     if not sender:
         return Suppressed("null envelope sender <> (a bounce)")
+    problem = address_problem(sender)
+    if problem is not None:
+        return Suppressed(f"the Return-Path is not one plain address ({problem})")
     key = sender.lower()
     own = {address.lower() for address in addresses}
     reason = _robot_reason(headers, key, own)

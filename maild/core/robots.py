@@ -10,6 +10,7 @@ values (any letter case; repeats joined by line breaks, as in ``ParsedLetter.hea
 from __future__ import annotations
 
 import email.utils
+import re
 from collections.abc import Mapping
 
 from maild.core.rawmail import split_letter
@@ -17,6 +18,7 @@ from maild.core.rawmail import split_letter
 #: The header every letter maild composes carries, naming the account it was sent for.
 LOOP_HEADER = "X-Maild-Loop"
 
+_ANGLE_PATH = re.compile(r"<\s*(?:@[^:<>]*:)?([^<>]*)>")
 _BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
 _SUPPRESS = frozenset({"all", "oof", "autoreply"})
 _ROBOT_LOCAL_PARTS = frozenset({"mailer-daemon", "postmaster"})
@@ -111,11 +113,23 @@ def return_path(letter: Headers) -> str | None:
     values = header_values(letter, "Return-Path")
     if not values:
         return None
-    value = values[0]
+    value = " ".join(values[0].split())
     if _null_path(value):
         return ""
-    address = email.utils.parseaddr(value)[1].strip()
+    address = _path_address(value)
     return address if "@" in address else ""
+
+
+def _path_address(value: str) -> str:
+    """Take the address out of ``<addr>`` (dropping a source route); anything else stays as is.
+
+    No lenient parsing: ``<a@x>, <b@y>`` or ``a@x garbage`` come back whole, so the caller's
+    strict address check refuses them instead of picking one address out of the list.
+    """
+    inner = _ANGLE_PATH.fullmatch(value)
+    if inner is not None:
+        return inner.group(1).strip()
+    return value
 
 
 def list_header(letter: Headers) -> str | None:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ipaddress
+import copy
 import logging
 import re
 import ssl
@@ -54,7 +54,7 @@ from typing import Any, Literal, TypeAlias, TypeVar
 from aioimaplib import aioimaplib as _aio
 
 from maild.core.letter import FetchedMessage
-from maild.errors import ImapAuthError, ImapCommandError, ImapConnectionError
+from maild.errors import ImapAuthError, ImapCommandError, ImapConnectionError, ImapError
 from maild.ingest.imap_write import (
     appenduid,
     copyuid_map,
@@ -64,7 +64,7 @@ from maild.ingest.imap_write import (
     response_code,
 )
 from maild.logging import get_logger
-from maild.tls import client_context
+from maild.tls import client_context, is_loopback
 
 __all__ = [
     "BODY_CHUNK",
@@ -120,6 +120,8 @@ class ImapEndpoint:
     password: str = field(repr=False)
     ca_file: str | None = None
     timeout: float = 30.0
+    tls_verify: bool = True
+    allow_plaintext: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,20 +220,6 @@ def uid_chunks(uids: Sequence[int], size: int) -> Iterator[list[int]]:
         raise ValueError(f"UIDs start at 1, got {ordered[0]}")
     for start in range(0, len(ordered), size):
         yield ordered[start : start + size]
-
-
-def is_loopback(host: str) -> bool:
-    """Tell whether a host is this machine, the only place a plaintext login is acceptable."""
-    name = host.strip().strip("[]").rstrip(".").lower()
-    if name == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 # --------------------------------------------------------------------------------------------
@@ -1258,9 +1246,9 @@ def _quiet_library_logger() -> None:
 
 
 def _tls_context(endpoint: ImapEndpoint) -> ssl.SSLContext:
-    """Build a verifying TLS context: system CAs plus the endpoint's extra CA file."""
+    """Build the TLS context: verifying (system CAs plus the extra CA file) unless switched off."""
     try:
-        return client_context(endpoint.ca_file)
+        return client_context(endpoint.ca_file, verify=endpoint.tls_verify)
     except (OSError, ssl.SSLError) as exc:
         raise ImapConnectionError(
             f"IMAP {endpoint.host}:{endpoint.port}: cannot load CA file {endpoint.ca_file!r}: {exc}"
@@ -1275,10 +1263,11 @@ async def connect(endpoint: ImapEndpoint) -> ImapSession:
     if endpoint.security == "tls":
         context = _tls_context(endpoint)
     elif endpoint.security == "none":
-        if not is_loopback(endpoint.host):
+        if not is_loopback(endpoint.host) and not endpoint.allow_plaintext:
             raise ImapConnectionError(
                 f"IMAP {where}: security 'none' (plaintext) is only allowed for loopback "
-                "hosts (127.0.0.0/8, ::1, localhost); use security 'tls'"
+                "hosts (127.0.0.0/8, ::1, localhost) unless allow_plaintext is set; "
+                "use security 'tls'"
             )
         context = None
     else:
@@ -1297,7 +1286,25 @@ async def connect(endpoint: ImapEndpoint) -> ImapSession:
     session = ImapSession(client, endpoint)
     try:
         await session._open(endpoint.username, endpoint.password)
+    except ImapError as exc:
+        await session.close()
+        raise _without_secret(exc, endpoint.password) from None
     except BaseException:
         await session.close()
         raise
     return session
+
+
+def _without_secret(exc: ImapError, password: str) -> ImapError:
+    """Copy a login error with the password masked and no library exception chained to it.
+
+    aioimaplib words some protocol errors with the pending command, and during login that
+    command is ``LOGIN user "password"``: neither its text nor its cause may reach a log.
+    """
+    text = str(exc)
+    if password:
+        for form in (quote_string(password), password):
+            text = text.replace(form, "***")
+    clean = copy.copy(exc)
+    clean.args = (text,)
+    return clean

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.autoreply.compose import compose_reply
+from maild.core.addresses import address_problem
 from maild.core.decision import FORWARD_MODES
 from maild.core.letter import ParsedLetter
 from maild.db import autoreply as autoreply_db
@@ -41,7 +42,7 @@ from maild.outbox.crm import Message, draft_for
 from maild.outbox.letter import Composed, FileAttachment, part_named
 from maild.outbox.letter import compose as compose_letter
 from maild.outbox.smtp import SmtpSender
-from maild.settings import AccountConfig, Config
+from maild.settings import AccountConfig, Config, OutboxConfig
 
 log = get_logger(__name__)
 
@@ -50,6 +51,21 @@ DELETED_FLAG = "\\Deleted"
 
 class Unperformable(MaildError):
     """An effect that can never succeed as queued (no such account, letter gone): park it."""
+
+
+def _check_forward_target(target: str, settings: OutboxConfig) -> None:
+    """Refuse a forward row whose target is not one plain address in the allowed domains.
+
+    Rules only queue literal, checked targets; this guards rows written by anything else.
+    """
+    problem = address_problem(target)
+    if problem is not None:
+        raise Unperformable(f"forward target {target!r} is not one plain address: {problem}")
+    if not settings.forward_allowed(target):
+        raise Unperformable(
+            f"forward target {target!r} is not in outbox.forward_allowed_domains "
+            f"({', '.join(settings.forward_allowed_domains)})"
+        )
 
 
 @dataclass
@@ -343,6 +359,7 @@ class Dispatcher:
                 "the letter is over daemon.max_letter_bytes: only its header is stored, "
                 "so it cannot be forwarded"
             )
+        _check_forward_target(item.target, self.settings)
         async with self.sessions() as session:
             raw = await repo.letter_raw(session, item.letter_id)
         mode = item.payload.get("mode", "attach")

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 
+from maild.core.addresses import address_problem
 from maild.core.letter import Address as LetterAddress
 from maild.core.letter import AttachmentInfo, ParsedLetter
 from maild.core.robots import LOOP_HEADER
@@ -38,6 +39,7 @@ _LINE_BREAK = re.compile(r"[\r\n\x00]")
 _FONT = re.compile(r"^[A-Za-z0-9 ,.\-']{1,120}$")
 _SIZE = re.compile(r"^\d+(?:\.\d+)?(?:pt|px|em|%)$")
 _MB = 1024 * 1024
+_MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
 
 
 class DraftError(ValueError):
@@ -122,13 +124,14 @@ def compose(draft: Draft) -> Composed:
     msg.set_content(plain or _text_of(body_html, signature))
     if body_html:
         msg.add_alternative(_html(body_html, signature, signature_html, draft.font), subtype="html")
-    for item in draft.files:
-        maintype, _, subtype = (item.content_type or "application/octet-stream").partition("/")
+    for position, item in enumerate(draft.files):
+        where = f"files[{position}]"
+        maintype, subtype = _content_type(item.content_type, f"{where}.content_type")
         msg.add_attachment(
             item.content,
             maintype=maintype,
-            subtype=subtype or "octet-stream",
-            filename=item.filename,
+            subtype=subtype,
+            filename=_one_line(item.filename, f"{where}.filename"),
         )
     raw = _with_letters(msg, draft.letters)
     everyone = tuple(a.addr_spec for a in (*to, *cc, *bcc))
@@ -224,6 +227,16 @@ def _one_line(value: str, where: str) -> str:
     return value.strip()
 
 
+def _content_type(value: str, where: str) -> tuple[str, str]:
+    """Split a MIME type; anything but ``type/subtype`` tokens is an error, never a header part."""
+    if not value:
+        return "application", "octet-stream"
+    if not _MIME_TYPE.fullmatch(value):
+        raise DraftError(f"{where}: {value!r} is not a MIME type such as application/pdf")
+    maintype, _, subtype = value.partition("/")
+    return maintype, subtype
+
+
 def _addresses(value: str, where: str) -> list[Address]:
     """Parse an address list strictly; a line break or anything not an address is an error."""
     if not value.strip():
@@ -235,7 +248,13 @@ def _addresses(value: str, where: str) -> list[Address]:
     out = []
     for item in header.addresses:
         local, domain = item.username, item.domain
-        if not local or "." not in domain or domain.startswith(".") or not item.addr_spec.isascii():
+        if (
+            not local
+            or "." not in domain
+            or domain.startswith(".")
+            or not item.addr_spec.isascii()
+            or address_problem(item.addr_spec) is not None
+        ):
             raise DraftError(f"{where}: {item.addr_spec or value!r} is not an email address")
         out.append(Address(display_name=item.display_name, addr_spec=item.addr_spec))
     if not out:

@@ -3,7 +3,8 @@
 One :class:`SmtpSender` keeps one connection to the relay and reuses it; a connection that
 dropped is noticed (a NOOP before reuse) and replaced. TLS is implicit (``tls``) or required
 through STARTTLS (``starttls``): a relay that does not offer STARTTLS gets nothing, never a
-plaintext letter or password. Certificates and host names are always verified. Every
+plaintext letter or password. Certificates and host names are verified unless the config
+says ``tls_verify = false`` (logged as a warning at start). Every
 failure becomes :class:`~maild.errors.SmtpTemporaryError` (try later) or
 :class:`~maild.errors.SmtpPermanentError` (this letter will never go), with the reply code.
 """
@@ -21,8 +22,8 @@ from aiosmtplib.protocol import SMTPProtocol
 
 from maild.errors import SmtpError, SmtpPermanentError, SmtpTemporaryError
 from maild.logging import get_logger
-from maild.settings import SmtpConfig, is_loopback
-from maild.tls import client_context
+from maild.settings import SmtpConfig
+from maild.tls import client_context, is_loopback
 
 __all__ = ["SmtpSender"]
 
@@ -38,7 +39,11 @@ class SmtpSender:
     def __init__(
         self, config: SmtpConfig, *, timeout: float = 60.0, local_hostname: str | None = None
     ) -> None:
-        if config.security == "none" and not is_loopback(config.host):
+        if (
+            config.security == "none"
+            and not is_loopback(config.host)
+            and not config.allow_plaintext
+        ):
             raise ValueError('security = "none" is only allowed for a loopback host')
         self._config = config
         self._timeout = timeout
@@ -123,7 +128,7 @@ class SmtpSender:
             local_hostname=self._local_hostname,
             use_tls=security == "tls",
             start_tls=False,  # done below, so a relay without STARTTLS is refused, not used
-            validate_certs=True,
+            validate_certs=self._config.tls_verify,
             tls_context=self._tls_context() if security != "none" else None,
         )
         plain: asyncio.BaseTransport | None = None
@@ -155,9 +160,9 @@ class SmtpSender:
         return client
 
     def _tls_context(self) -> ssl.SSLContext:
-        """Build the verifying context: system CAs plus the configured ``ca_file``."""
+        """Build the context: verifying (system CAs plus ``ca_file``) unless tls_verify is off."""
         try:
-            return client_context(self._config.ca_file)
+            return client_context(self._config.ca_file, verify=self._config.tls_verify)
         except (OSError, ssl.SSLError) as exc:
             raise SmtpTemporaryError(
                 f"{self._where}: cannot load CA file {str(self._config.ca_file)!r}: {exc}"
@@ -165,7 +170,8 @@ class SmtpSender:
 
     async def _login(self, client: aiosmtplib.SMTP, username: str) -> None:
         """Log in with the configured password, refused unless TLS is up or the relay is local."""
-        if client.get_transport_info("sslcontext") is None and not is_loopback(self._config.host):
+        plaintext = client.get_transport_info("sslcontext") is None
+        if plaintext and not is_loopback(self._config.host) and not self._config.allow_plaintext:
             raise SmtpTemporaryError(f"{self._where}: refusing to send a password in plaintext")
         try:
             await client.login(username, self._secret())

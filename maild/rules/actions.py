@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from maild.core.addresses import address_problem
 from maild.core.decision import (
     FORWARD_MODES,
     AccountInfo,
@@ -27,25 +28,17 @@ from maild.rules.registry import ACTIONS, BuildContext, CompiledAction, render
 SYSTEM_FLAGS = {"seen": "\\Seen", "flagged": "\\Flagged"}
 _KEYWORD = re.compile(r"^\$?[A-Za-z0-9_.\-]{1,64}$")
 _LOGIN = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
-_FORBIDDEN_IN_ADDRESS = re.compile(r"[\s,;<>\"()\[\]\\\x00-\x1f\x7f]")
 
 
 def check_address(value: str) -> str | None:
     """Check a forward address strictly; give the reason it is refused, or None when it is fine.
 
-    One ``@``, no spaces, line breaks, commas or angle brackets, a non-empty local part and a
-    domain with a dot that neither starts nor ends with one.
+    The target is a literal of the config: a ``{...}`` placeholder is refused, since maild
+    never fills a forward target in from the letter (that would make it an open relay).
     """
-    if value.count("@") != 1:
-        return "must contain exactly one @"
-    if _FORBIDDEN_IN_ADDRESS.search(value):
-        return "must not contain spaces, line breaks, commas, quotes or angle brackets"
-    local, _, domain = value.partition("@")
-    if not local:
-        return "the part before @ is empty"
-    if "." not in domain or domain.startswith(".") or domain.endswith(".") or ".." in domain:
-        return "the domain after @ must contain a dot, e.g. example.com"
-    return None
+    if "{" in value or "}" in value:
+        return "must be a literal address: maild never fills a forward target in from the letter"
+    return address_problem(value)
 
 
 def _constant(name: str, *effects: Effect, stops: bool = False) -> CompiledAction:

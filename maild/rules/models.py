@@ -24,7 +24,7 @@ Name = Annotated[str, BeforeValidator(_strip), Field(min_length=1, max_length=20
 class RuleConfig(BaseModel):
     """One sorting rule: which letters it looks at, the condition, and the actions on a match."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: Name
     accounts: list[Name] | None = Field(default=None, min_length=1)
