@@ -481,3 +481,30 @@ async def test_bye_greeting_is_a_connection_error() -> None:
     async with scripted_server(script) as port:
         with pytest.raises(ImapConnectionError, match="Too many connections"):
             await asyncio.wait_for(connect(scripted_endpoint(port, timeout=5)), NO_HANG)
+
+
+@pytest.mark.parametrize("reply", [b"X999 OK wrong tag", b"{tag} NO you said {password}"])
+async def test_login_errors_never_carry_the_password(reply: bytes) -> None:
+    """A protocol error during LOGIN (aioimaplib quotes the pending command) or a server echoing
+    the password gives an error without it, and without a library exception chained to it."""
+    password = "Pw-imap-9f3c-never-shown"
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"* OK ready\r\n")
+        tag, _ = await command(reader)
+        writer.write(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
+        tag, _ = await command(reader)  # LOGIN
+        line = reply.replace(b"{tag}", tag).replace(b"{password}", password.encode())
+        writer.write(line + b"\r\n")
+        await writer.drain()
+        tag, _ = await command(reader)  # LOGOUT, after a refusal
+        writer.write(b"* BYE bye\r\n" + tag + b" OK done\r\n")
+        await writer.drain()
+
+    async with scripted_server(script) as port:
+        ep = ImapEndpoint("127.0.0.1", port, "none", "user", password, timeout=5)
+        with pytest.raises((ImapConnectionError, ImapAuthError)) as info:
+            await asyncio.wait_for(connect(ep), NO_HANG)
+    error = info.value
+    assert password not in f"{error} {error!r}"
+    assert error.__cause__ is None and error.__suppress_context__

@@ -260,3 +260,48 @@ def test_composed_reply_headers() -> None:
         account_name="Corp Support",
     )
     assert with_sender.sender == "support@corp.example"
+
+
+@pytest.mark.parametrize(
+    "return_path",
+    [
+        "<a@client.example>, <b@client.example>",
+        "a@client.example b@client.example",
+        "<a b@client.example>",
+        "garbage@nowhere",
+        "=?utf-8?q?a=0D=0ABcc:_x@evil.example?= <a@client.example>",
+    ],
+    ids=["two-addresses", "two-bare", "space", "no-dot", "encoded-crlf"],
+)
+def test_return_path_must_be_one_plain_address(return_path: str) -> None:
+    """A Return-Path with several addresses or garbage never becomes a recipient."""
+    result = verdict({"Return-Path": return_path})
+    assert isinstance(result, Suppressed)
+    assert "Return-Path is not one plain address" in result.reason
+
+
+def test_reply_headers_carry_no_injected_line() -> None:
+    """Line breaks in the subject, name and threading ids of a row never add a header."""
+    payload = {
+        "to": "ivan@client.example",
+        "to_name": "Ivan\r\nBcc: evil@x.example",
+        "subject": "Auto: hi\r\nBcc: evil@x.example",
+        "text": "Away.",
+        "in_reply_to": "<q1@client.example>\r\nBcc: evil@x.example",
+        "references": ["<q0@client.example>\nBcc: evil@x.example", "no id here"],
+    }
+    reply = compose_reply(payload, account_address="support@corp.example", account_name="S\nX: y")
+    msg = email.message_from_bytes(reply.raw, policy=email.policy.default)
+    assert msg["Bcc"] is None and msg["X"] is None
+    assert b"\nBcc:" not in reply.raw and reply.recipients == ("ivan@client.example",)
+    assert msg["In-Reply-To"] == "<q1@client.example>"
+    assert msg["References"] == "<q0@client.example> <q1@client.example>"
+
+
+@pytest.mark.parametrize(
+    "to", ["a@x.example\r\nBcc: e@x.example", "a@x.example, b@x.example", "Ivan <a@x.example>"]
+)
+def test_reply_to_an_unsafe_recipient_is_refused(to: str) -> None:
+    """A row whose recipient is not one plain address is refused before anything is composed."""
+    with pytest.raises(ValueError, match="not one plain address"):
+        compose_reply({"to": to, "text": "x"}, account_address="s@corp.example", account_name="")

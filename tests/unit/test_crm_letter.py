@@ -64,6 +64,21 @@ def test_autotexts_and_signature() -> None:
         ({"to": "x@localhost"}, "is not an email address"),
         ({"to": ""}, "no recipient"),
         ({"font": "Verdana; background: url(http://evil)"}, "font"),
+        ({"cc": "a@x.example\r\nBcc: evil@x.example"}, "cc: must be one line"),
+        ({"bcc": "not an address"}, "bcc: "),
+        ({"to": '"a b"@x.example'}, "is not an email address"),
+        (
+            {"files": [FileAttachment("a\r\nBcc: evil@x.example.pdf", "application/pdf", b"x")]},
+            r"files\[0\].filename: must be one line",
+        ),
+        (
+            {"files": [FileAttachment("a.pdf", "application/pdf\r\nBcc: e@x.example", b"x")]},
+            r"files\[0\].content_type: .* is not a MIME type",
+        ),
+        (
+            {"files": [FileAttachment("a.pdf", 'application/pdf; name="x"', b"x")]},
+            r"files\[0\].content_type: .* is not a MIME type",
+        ),
     ],
 )
 def test_refused(changes: dict[str, object], message: str) -> None:
