@@ -72,9 +72,9 @@ def main(log_level: str, log_format: str) -> None:
 @click.option("--once", is_flag=True, help="Process what is in the mailboxes now, then exit.")
 def run(config_path: Path, once: bool) -> None:
     """Run the daemon: watch every configured folder and store each letter once."""
+    config = _load(config_path)  # first: a bad file fails before the heavy imports
     from maild.runtime import run_daemon
 
-    config = _load(config_path)
     try:
         result = asyncio.run(run_daemon(config, once=once, config_path=config_path))
     except MaildError as exc:
