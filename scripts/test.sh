@@ -7,4 +7,5 @@ export MAILD_TEST_POSTGRES_URL="${MAILD_TEST_POSTGRES_URL:-postgresql+asyncpg://
 echo "== ruff";          .venv/bin/ruff check .
 echo "== mypy --strict"; .venv/bin/mypy
 echo "== import-linter"; .venv/bin/lint-imports
+echo "== pip-audit";     .venv/bin/python scripts/audit_deps.py
 echo "== pytest";        exec .venv/bin/pytest -n "${MAILD_TEST_WORKERS:-2}" "$@"
