@@ -53,7 +53,7 @@ class Unperformable(MaildError):
     """An effect that can never succeed as queued (no such account, letter gone): park it."""
 
 
-def _check_forward_target(target: str, settings: OutboxConfig) -> None:
+def check_forward_target(target: str, settings: OutboxConfig) -> None:
     """Refuse a forward row whose target is not one plain address in the allowed domains.
 
     Rules only queue literal, checked targets; this guards rows written by anything else.
@@ -359,7 +359,7 @@ class Dispatcher:
                 "the letter is over daemon.max_letter_bytes: only its header is stored, "
                 "so it cannot be forwarded"
             )
-        _check_forward_target(item.target, self.settings)
+        check_forward_target(item.target, self.settings)
         async with self.sessions() as session:
             raw = await repo.letter_raw(session, item.letter_id)
         mode = item.payload.get("mode", "attach")

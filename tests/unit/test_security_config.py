@@ -8,8 +8,9 @@ import pytest
 import structlog
 
 from maild.errors import ConfigError
+from maild.outbox.dispatcher import Unperformable, check_forward_target
 from maild.runtime import warn_insecure
-from maild.settings import Config, DaemonConfig, config_warnings, load_config
+from maild.settings import Config, DaemonConfig, OutboxConfig, config_warnings, load_config
 from maild.tls import is_loopback
 
 ACCOUNT = """
@@ -201,3 +202,22 @@ def test_health_endpoint_defaults_to_loopback(tmp_path: Path) -> None:
     [line] = config_warnings(path, load_config(path))
     assert line.startswith(f"{path}: daemon.health_listen: warning: 0.0.0.0:9465 is not a loopback")
     assert config_warnings(path, Config()) == []
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("boss@corp.example", None),
+        ("x@partner.example", "not in outbox.forward_allowed_domains"),
+        ("a@corp.example, b@evil.example", "not one plain address"),
+        ("a@corp.example\r\nBcc: b@evil.example", "not one plain address"),
+    ],
+)
+def test_dispatcher_refuses_forward_rows_outside_the_rules(target: str, reason: str | None) -> None:
+    """A forward row not written by the rules (the table is shared) is parked, never sent."""
+    settings = OutboxConfig(forward_allowed_domains=["corp.example"])
+    if reason is None:
+        check_forward_target(target, settings)
+        return
+    with pytest.raises(Unperformable, match=reason):
+        check_forward_target(target, settings)
