@@ -44,6 +44,7 @@ Case = tuple[Callable[[str], str], str]
 CASES: dict[str, Case] = {
     "missing file": (lambda text: "", "cannot read: No such file or directory"),
     "toml syntax": (lambda text: text.replace("[smtp]", "[smtp"), "not valid TOML: "),
+    "not utf-8": (lambda text: text.replace("[smtp]", "[smtp]\n# caf\udcff"), "not UTF-8 text"),
     "unknown key": (
         lambda text: text.replace('host = "127.0.0.1"\nsecurity', 'hots = "x"\nsecurity'),
         "smtp.hots: unknown key",
@@ -95,7 +96,7 @@ def spoiled(tmp_path: Path, case: Case) -> Path:
     path = tmp_path / "maild.toml"
     text = case[0](GOOD.format(tmp=tmp_path))
     if text:
-        path.write_text(text, encoding="utf-8")
+        path.write_bytes(text.encode("utf-8", errors="surrogateescape"))
     return path
 
 
