@@ -33,6 +33,10 @@ def redact_secrets(
 
 _SECRET_BY_KEY: dict[str, bool] = {}
 
+#: One list for every configure() call: loggers cached under an earlier call then follow a
+#: later one, and so does structlog's capture_logs, which edits the configured list in place.
+_PROCESSORS: list[Any] = []
+
 
 class _StderrLines:
     """Write maild's own rendered events straight to stderr, one line each.
@@ -95,8 +99,9 @@ def configure(level: str = "INFO", *, json: bool | None = None) -> None:
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     # maild's events: a level below the threshold is a bound no-op method, nothing is built.
+    _PROCESSORS[:] = [*shared, structlog.processors.format_exc_info, renderer]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=_PROCESSORS,
         logger_factory=_stderr_lines,
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
         cache_logger_on_first_use=True,
