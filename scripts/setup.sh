@@ -11,10 +11,12 @@ if ! command -v dovecot >/dev/null 2>&1 && [ ! -x /usr/sbin/dovecot ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd >/dev/null
 fi
 
-if ! ldconfig -p 2>/dev/null | grep -q 'libpangoft2-1.0.so.0'; then
-  echo "setup: installing Pango (WeasyPrint renders \`maild letters print --pdf\` with it)"
+if ! ldconfig -p 2>/dev/null | grep -q 'libpangoft2-1.0.so.0' \
+  || ! ldconfig -p 2>/dev/null | grep -q 'libharfbuzz-subset.so.0'; then
+  echo "setup: installing Pango and HarfBuzz (WeasyPrint renders \`maild letters print --pdf\` with them)"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpango-1.0-0 libpangoft2-1.0-0 >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
