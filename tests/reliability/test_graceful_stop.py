@@ -13,6 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from maild.runtime import Daemon
 from maild.settings import load_config
 from maild.testing.dovecot import DovecotServer
@@ -70,6 +72,7 @@ async def _maild(*args: str) -> asyncio.subprocess.Process:
     )
 
 
+@pytest.mark.slow
 async def test_sigterm_while_the_server_hangs(
     dovecot: DovecotServer, tmp_path: Path, sqlite_url: str
 ) -> None:
