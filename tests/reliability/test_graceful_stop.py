@@ -11,6 +11,8 @@ import asyncio
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -74,7 +76,10 @@ async def _maild(*args: str) -> asyncio.subprocess.Process:
 
 @pytest.mark.slow
 async def test_sigterm_while_the_server_hangs(
-    dovecot: DovecotServer, tmp_path: Path, sqlite_url: str
+    dovecot: DovecotServer,
+    tmp_path: Path,
+    sqlite_url: str,
+    record_property: Callable[[str, object], None],
 ) -> None:
     """The server stops answering mid-FETCH; SIGTERM abandons the wait at once and exits 0."""
     folder = unique_folder("Hang")
@@ -87,8 +92,10 @@ async def test_sigterm_while_the_server_hangs(
         try:
             await wait_until(lambda: _fetching(proxy), what="the body FETCH")
             proxy.stall()
+            signalled = time.monotonic()
             process.send_signal(signal.SIGTERM)
             _, stderr = await asyncio.wait_for(process.communicate(), 3 * GRACE_SECONDS)
+            record_property("exit_after_seconds", round(time.monotonic() - signalled, 2))
         finally:
             if process.returncode is None:
                 process.kill()

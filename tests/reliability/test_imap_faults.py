@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -164,8 +165,10 @@ async def test_server_that_stops_answering(
         await asyncio.sleep(2 * daemon.config.daemon.imap_timeout_seconds)
         state = daemon.status.folders[("sales", faulty)]
         assert state.last_error is None and state.stored == 0, "a slow FETCH was cut off"
+        stalled = time.monotonic()
         imap_proxy.stall()
         error = await wait_trouble(daemon, "sales", faulty)
+        record_property("shown_after_seconds", round(time.monotonic() - stalled, 2))
         assert "timed out" in error
         await _bystander_keeps_going(dovecot, sqlite_url, other)
         imap_proxy.heal()
