@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from maild.db.engine import database_away
+from maild.db.engine import create_engine, database_away
 from maild.testing.dovecot import DovecotServer
 from maild.testing.faultproxy import FaultProxy
 from tests.e2e.helpers import (
@@ -68,7 +69,8 @@ def _seed(dovecot: DovecotServer, total: int) -> tuple[str, str]:
 async def test_postgresql_restarted_under_load(
     dovecot: DovecotServer, tmp_path: Path, pg_url: str, record_property: Record
 ) -> None:
-    """Every PostgreSQL connection cut and refused for seconds mid-ingest: shown, then resumed."""
+    """Every PostgreSQL connection cut and refused for seconds mid-ingest: shown, then resumed,
+    and the CRM's letters wake the dispatcher again (LISTEN reconnects)."""
     busy, small = _seed(dovecot, 400)
     server = make_url(pg_url)
     async with FaultProxy(server.port or 5432, server.host or "127.0.0.1") as proxy:
@@ -94,11 +96,28 @@ async def test_postgresql_restarted_under_load(
                 await wait_healthy(daemon)
 
             record_property("recovery_seconds", await timed(healed))
+            await wait_until(lambda: _listening(pg_url), what="LISTEN for the CRM's letters again")
     record_property("connections_cut", f"{blips} in blips, {cut} at the restart")
     record_property("stored_at_cut", stored_at_cut)
     record_property("error", error)
     await assert_exactly_once(pg_url, dovecot, "sales", busy)
     await assert_exactly_once(pg_url, dovecot, "support", small)
+
+
+async def _listening(db_url: str) -> bool:
+    """Tell whether a session of this database listens for the CRM's outbox inserts."""
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            )
+            return bool(found.scalar_one())
+    finally:
+        await engine.dispose()
 
 
 async def test_postgresql_connection_lost_while_storing_a_letter(
