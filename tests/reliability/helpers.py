@@ -62,21 +62,22 @@ def with_ports(config: Config, ports: dict[str, int]) -> Config:
 
 @contextlib.contextmanager
 def plain_tracebacks() -> Iterator[None]:
-    """Log tracebacks as the CLI's set-up does, without locals.
+    """Log tracebacks without local variables, as the CLI's set-up does.
 
     Without the CLI, structlog renders every traceback with its local variables; for a
     database driver's error that takes seconds of blocked event loop, which a fault test
-    would measure as the daemon's own slowness.
+    would measure as the daemon's own slowness. The renderer is swapped in place, so loggers
+    already cached follow, and put back afterwards.
     """
-    saved = structlog.get_config()
-    renderer = structlog.dev.ConsoleRenderer(
+    processors = structlog.get_config()["processors"]
+    renderer = processors[-1]
+    processors[-1] = structlog.dev.ConsoleRenderer(
         colors=False, exception_formatter=structlog.dev.plain_traceback
     )
-    structlog.configure(processors=[*saved["processors"][:-1], renderer])
     try:
         yield
     finally:
-        structlog.configure(**saved)
+        processors[-1] = renderer
 
 
 @contextlib.asynccontextmanager

@@ -99,7 +99,7 @@ async def test_postgresql_restarted_under_load(
             await wait_until(lambda: _listening(pg_url), what="LISTEN for the CRM's letters again")
     record_property("connections_cut", f"{blips} in blips, {cut} at the restart")
     record_property("stored_at_cut", stored_at_cut)
-    record_property("error", error)
+    record_property("error", error[:200])
     await assert_exactly_once(pg_url, dovecot, "sales", busy)
     await assert_exactly_once(pg_url, dovecot, "support", small)
 
