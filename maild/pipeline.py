@@ -11,6 +11,7 @@ from maild.core.letter import FetchedMessage, ParsedLetter
 from maild.db import leads as leads_db
 from maild.db import outbox, repo, sending
 from maild.db import users as users_db
+from maild.db.engine import database_away
 from maild.decide import Decider, StoredLetter
 from maild.errors import LeaseLost, ParseError
 from maild.ingest.parse import HashedLetter
@@ -70,6 +71,8 @@ class FolderStore:
         except LeaseLost:
             raise  # another process polls the folder now: store nothing more here
         except Exception as exc:  # one bad letter must not cost the others: isolate it
+            if database_away(exc):
+                raise  # nothing stored, cursor unmoved: the poller fetches them again later
             if len(batch) == 1:
                 results = [await self._keep_raw(batch[0], exc)]
             else:
@@ -103,6 +106,8 @@ class FolderStore:
         except LeaseLost:
             raise
         except Exception as exc:
+            if database_away(exc):
+                raise
             return await self._keep_raw(item, exc)
 
     async def _keep_raw(self, item: repo.NewLetter, exc: Exception) -> tuple[str, int | None]:

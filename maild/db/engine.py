@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -93,6 +94,21 @@ def _switch_to_wal(cursor: Any, attempts: int = 100) -> None:
             if "locked" not in str(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.05)
+
+
+def database_away(exc: BaseException) -> bool:
+    """Tell a database that is unreachable, restarting or locked from one that refuses a row.
+
+    A lost or refused connection, a timeout, or SQLite's lock held too long say nothing about
+    the letter being stored: it must be tried again later, not kept aside as failed.
+    """
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return False
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -42,16 +42,34 @@ async def _listen_once(
 ) -> None:
     """Hold one connection listening on the channel until stopped."""
 
+    lost = asyncio.Event()
+
     def callback(*_args: Any) -> None:
         on_notify()
+
+    def terminated(*_args: Any) -> None:
+        lost.set()
 
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
+        driver.add_termination_listener(terminated)
         await driver.add_listener(channel, callback)
         log.info("listening", channel=channel)
         on_notify()  # rows inserted while nobody listened
-        try:
-            await stop.wait()
-        finally:
-            await driver.remove_listener(channel, callback)
+        await _first(stop, lost)
+        if lost.is_set():  # a restart or a cut link: nothing would ever arrive on it again
+            await conn.invalidate()
+            raise ConnectionError(f"the LISTEN connection for {channel} was closed")
+        await driver.remove_listener(channel, callback)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of the events is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

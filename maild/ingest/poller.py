@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from maild.core.letter import FetchedMessage, ParsedLetter
 from maild.core.status import StatusBoard
@@ -19,6 +19,7 @@ from maild.logging import get_logger
 from maild.metrics import Metrics
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 MAX_CHUNK_LETTERS = 150
 MAX_CHUNK_BYTES = 32 * 1024 * 1024
@@ -55,6 +56,10 @@ class LetterSink(Protocol):
     async def synced(self) -> None:
         """Record that the folder has been read to its end."""
         ...
+
+
+class _Stopped(Exception):
+    """The daemon stopped while a call to the server was still waiting for its answer."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,8 @@ class FolderPoller:
             except LeaseLost as exc:  # another process polls the folder now: leave it to it
                 self.log.warning("lease_lost", error=str(exc))
                 return True
+            except _Stopped:
+                return True
             except ImapAuthError as exc:
                 self._failures += 1
                 self._failed(f"login refused: {exc}", level="error")
@@ -145,7 +152,7 @@ class FolderPoller:
 
     async def _session_loop(self, *, once: bool) -> None:
         """Run one connection's life: sync, then wait for news, until stop or an error."""
-        session = await connect(self.endpoint)
+        session = await self._unless_stopped(connect(self.endpoint))
         self._failures = 0  # a good connection resets the backoff
         try:
             self.status.connected(self.account, self.folder)
@@ -157,6 +164,25 @@ class FolderPoller:
                 await self._wait_for_news(session)
         finally:
             await session.close()
+
+    async def _unless_stopped(self, call: Awaitable[T]) -> T:
+        """Await a call to the server, abandoning it when the daemon stops.
+
+        A server that stopped answering must not hold up a stop for the whole grace period;
+        abandoning a read loses nothing, since letters not yet stored are fetched again.
+        """
+        task = asyncio.ensure_future(call)
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if task.cancelled():
+            raise _Stopped
+        return task.result()
 
     async def _wait_for_news(self, session: ImapSession) -> None:
         """IDLE when the server has it, else sleep the poll interval; stop interrupts both."""
@@ -176,7 +202,7 @@ class FolderPoller:
 
     async def sync(self, session: ImapSession) -> None:
         """Bring the folder up to date: UIDVALIDITY check, then every UID after the cursor."""
-        state = await session.select(self.folder)
+        state = await self._unless_stopped(session.select(self.folder))
         cursor = await self.sink.cursor()
         if cursor.uidvalidity != state.uidvalidity:
             changed = cursor.uidvalidity is not None
@@ -186,7 +212,7 @@ class FolderPoller:
                 )
             await self.sink.set_uidvalidity(state.uidvalidity, changed=changed)
             cursor = Cursor(uidvalidity=state.uidvalidity, last_uid=0)
-        uids = await session.uids_after(cursor.last_uid)
+        uids = await self._unless_stopped(session.uids_after(cursor.last_uid))
         if uids:
             await self._ingest(session, uids)
         if not self.stop.is_set():
@@ -218,7 +244,7 @@ class FolderPoller:
 
     async def _ingest(self, session: ImapSession, uids: Sequence[int]) -> None:
         """Fetch, parse and store with the three stages overlapped, storing in UID order."""
-        sizes = await session.sizes(uids)
+        sizes = await self._unless_stopped(session.sizes(uids))
         queue: asyncio.Queue[list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]] | None] = (
             asyncio.Queue(maxsize=QUEUE_CHUNKS)
         )
@@ -243,7 +269,9 @@ class FolderPoller:
             for chunk, headers_only in chunks:
                 if self.stop.is_set():
                     break
-                messages = await session.fetch(chunk, headers_only=headers_only)
+                messages = await self._unless_stopped(
+                    session.fetch(chunk, headers_only=headers_only)
+                )
                 futures = self.parser.submit_many([m.raw for m in messages])
                 await queue.put(list(zip(messages, futures, strict=True)))
         except asyncio.CancelledError:
