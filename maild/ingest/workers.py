@@ -6,6 +6,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -15,9 +16,18 @@ from maild.errors import ParseError
 from maild.ingest.parse import parse_letter, parse_many
 
 
-def _quiet_worker() -> None:
-    """Silence mail-parser's own warnings in workers: every defect is recorded on the letter instead."""
+def _start_worker() -> None:
+    """Silence mail-parser in a worker (defects are recorded on the letter) and tie it to maild."""
     logging.getLogger("mailparser").setLevel(logging.CRITICAL)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), name="parent", daemon=True).start()
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    """Exit when maild is gone, even by kill -9, so no worker outlives it and piles up on restarts."""
+    parent.join()
+    os._exit(1)
 
 
 GROUP_LETTERS = 16
@@ -58,7 +68,7 @@ class ParserPool:
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_quiet_worker,
+                initializer=_start_worker,
             )
         return self._executor
 
@@ -130,7 +140,7 @@ class ParserPool:
         executor = ProcessPoolExecutor(
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_quiet_worker,
+            initializer=_start_worker,
         )
         try:
             return await loop.run_in_executor(executor, parse_letter, raw)
