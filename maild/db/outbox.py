@@ -7,6 +7,9 @@ On PostgreSQL concurrent dispatchers (one per maild process) skip each other's r
 row late in its batch confirms its claim first (``confirm``): if the lease ran out meanwhile and
 another dispatcher claimed the row, the claim's ``locked_until`` no longer matches and it leaves
 the row to the other one.
+``attempts`` counts attempts that ended (done, retry, dead), not claims: a killed dispatcher
+leaves most of its claimed batch untried, and charging those rows would park them dead after
+a single real failure once a few crashes had used up ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -187,7 +190,7 @@ def _due(now: datetime) -> Any:
 async def claim_due(
     session: AsyncSession, *, limit: int, lease_seconds: float
 ) -> list[ClaimedItem]:
-    """Lease up to ``limit`` due rows, oldest first, for one attempt each."""
+    """Lease up to ``limit`` due rows, oldest first, for one attempt each (numbered from 1)."""
     now = utcnow()
     query = (
         select(OutboxItem.id)
@@ -202,13 +205,7 @@ async def claim_due(
         return []
     until = now + timedelta(seconds=lease_seconds)
     await session.execute(
-        update(OutboxItem)
-        .where(OutboxItem.id.in_(ids))
-        .values(
-            locked_until=until,
-            attempts=OutboxItem.attempts + 1,
-            updated_at=now,
-        )
+        update(OutboxItem).where(OutboxItem.id.in_(ids)).values(locked_until=until, updated_at=now)
     )
     rows = await session.execute(
         select(
@@ -235,7 +232,7 @@ async def claim_due(
             target=item.target,
             payload=dict(item.payload or {}),
             seq=item.seq,
-            attempts=item.attempts,
+            attempts=item.attempts + 1,
             folder=folder,
             uidvalidity=uidvalidity,
             uid=uid,
@@ -272,6 +269,7 @@ async def mark_done(session: AsyncSession, item_id: int, result: dict[str, Any])
         .where(OutboxItem.id == item_id)
         .values(
             status="done",
+            attempts=OutboxItem.attempts + 1,
             result=result,
             locked_until=None,
             last_error=None,
@@ -286,7 +284,13 @@ async def mark_retry(session: AsyncSession, item_id: int, error: str, at: dateti
     await session.execute(
         update(OutboxItem)
         .where(OutboxItem.id == item_id)
-        .values(next_attempt_at=at, locked_until=None, last_error=error[:4000], updated_at=utcnow())
+        .values(
+            next_attempt_at=at,
+            attempts=OutboxItem.attempts + 1,
+            locked_until=None,
+            last_error=error[:4000],
+            updated_at=utcnow(),
+        )
     )
 
 
@@ -296,7 +300,7 @@ async def release(session: AsyncSession, item_ids: Sequence[int]) -> None:
         await session.execute(
             update(OutboxItem)
             .where(OutboxItem.id.in_(list(item_ids)))
-            .values(locked_until=None, attempts=OutboxItem.attempts - 1, updated_at=utcnow())
+            .values(locked_until=None, updated_at=utcnow())
         )
 
 
@@ -305,7 +309,13 @@ async def mark_dead(session: AsyncSession, item_id: int, reason: str) -> None:
     await session.execute(
         update(OutboxItem)
         .where(OutboxItem.id == item_id)
-        .values(status="dead", locked_until=None, last_error=reason[:4000], updated_at=utcnow())
+        .values(
+            status="dead",
+            attempts=OutboxItem.attempts + 1,
+            locked_until=None,
+            last_error=reason[:4000],
+            updated_at=utcnow(),
+        )
     )
 
 

@@ -148,18 +148,20 @@ async def test_claim_lease_retry_and_dead(sessions: async_sessionmaker[AsyncSess
     assert all(c.folder == "INBOX" and c.uid == 1 and c.attempts == 1 for c in claimed)
     async with sessions.begin() as session:
         assert await outbox.claim_due(session, limit=10, lease_seconds=60) == []
-    # The process "dies": the lease runs out and the rows are due again (at most one repeat).
+    # The process "dies": the lease runs out and the rows are due again (at most one repeat);
+    # a claim that died untried is not charged as an attempt, an attempt that ended is.
     async with sessions.begin() as session:
         await session.execute(
             update(OutboxItem).values(locked_until=utcnow() - timedelta(seconds=1))
         )
     async with sessions.begin() as session:
         again = await outbox.claim_due(session, limit=10, lease_seconds=60)
-        assert [c.attempts for c in again] == [2, 2, 2]
+        assert [c.attempts for c in again] == [1, 1, 1]
         forward, flag, move = again
         await outbox.mark_done(session, forward.id, {"ok": True})
         await outbox.mark_retry(session, flag.id, "451 later", utcnow() + timedelta(hours=1))
         await outbox.mark_dead(session, move.id, "550 no")
+    assert [row.attempts for row in await all_rows(sessions, OutboxItem)] == [1, 1, 1]
     async with sessions() as session:
         assert await outbox.pending_before(session, move.letter_id or 0, move.seq)
         assert await outbox.counts(session) == {"done": 1, "pending": 1, "dead": 1}
