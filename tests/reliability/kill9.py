@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -364,6 +364,7 @@ class Tally:
     missing: int = 0
     over_twice: int = 0
     unexpected: int = 0
+    one_connection: int = 0
 
 
 @dataclass
@@ -623,25 +624,30 @@ def _check_outbox(report: Report, rows: Sequence[Any], plan: Plan) -> None:
 
 
 def _check_sent(report: Report, messages: list[ReceivedMail], plan: Plan) -> None:
-    """Each forward and auto-reply reached the relay once, or twice at most after a kill."""
-    forwards: Counter[int] = Counter()
-    replies: Counter[str] = Counter()
+    """Each forward and auto-reply reached the relay once, or twice at most after a kill.
+
+    A duplicate must come over another SMTP connection than the first send: one daemon keeps
+    one connection, so a resend over the same one would be a resend without a kill.
+    """
+    forwards: dict[Any, list[str]] = defaultdict(list)
+    replies: dict[Any, list[str]] = defaultdict(list)
     unexpected = 0
     for mail in messages:
         if mail.mail_from == "" and len(mail.rcpt_tos) == 1:
-            replies[mail.rcpt_tos[0]] += 1
+            replies[mail.rcpt_tos[0]].append(mail.peer)
         elif mail.mail_from == ADDRESS and mail.rcpt_tos == (DESK,):
-            forwards[_forwarded_number(mail.content)] += 1
+            forwards[_forwarded_number(mail.content)].append(mail.peer)
         else:
             unexpected += 1
     report.forwards = _tally(forwards, set(plan.tagged))
     report.replies = _tally(replies, {sender(i, plan.sender_count) for i in range(plan.letters)})
     report.replies.unexpected += unexpected
     for name, tally in (("forwards", report.forwards), ("auto-replies", report.replies)):
-        if tally.missing or tally.over_twice or tally.unexpected:
+        if tally.missing or tally.over_twice or tally.unexpected or tally.one_connection:
             report.problems.append(
                 f"{name}: {tally.missing} never sent, {tally.over_twice} sent three times or "
-                f"more, {tally.unexpected} unexpected"
+                f"more, {tally.one_connection} sent twice by one daemon, "
+                f"{tally.unexpected} unexpected"
             )
 
 
@@ -652,15 +658,17 @@ def _forwarded_number(content: bytes) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _tally(sent: Counter[Any], wanted: set[Any]) -> Tally:
+def _tally(sent: dict[Any, list[str]], wanted: set[Any]) -> Tally:
     """Compare what the relay received with what was wanted, effect by effect."""
+    counts = {key: len(peers) for key, peers in sent.items()}
     return Tally(
         expected=len(wanted),
-        sent=sum(sent[key] for key in wanted),
-        duplicates=sum(sent[key] - 1 for key in wanted if sent[key] > 1),
-        missing=sum(1 for key in wanted if sent[key] == 0),
-        over_twice=sum(1 for key in wanted if sent[key] > 2),
-        unexpected=sum(n for key, n in sent.items() if key not in wanted),
+        sent=sum(counts.get(key, 0) for key in wanted),
+        duplicates=sum(counts[key] - 1 for key in wanted if counts.get(key, 0) > 1),
+        missing=sum(1 for key in wanted if key not in counts),
+        over_twice=sum(1 for key in wanted if counts.get(key, 0) > 2),
+        unexpected=sum(n for key, n in counts.items() if key not in wanted),
+        one_connection=sum(1 for peers in sent.values() if len(set(peers)) < len(peers)),
     )
 
 
