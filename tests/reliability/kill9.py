@@ -352,6 +352,7 @@ class Kill:
     letters: int
     effects: int
     leftovers: int
+    mails: int = 0
 
 
 @dataclass
@@ -365,6 +366,7 @@ class Tally:
     over_twice: int = 0
     unexpected: int = 0
     one_connection: int = 0
+    twice: dict[Any, list[tuple[int, str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -417,12 +419,29 @@ class Report:
             "  kills (s since the first start: letters stored / effects done)",
         ]
         lines += _kill_rows(self.kills)
+        lines += self._duplicate_rows()
         if self.problems:
             lines.append("PROBLEMS:")
             lines += [f"  - {problem}" for problem in self.problems]
         else:
             lines.append("OK: nothing lost, nothing doubled beyond the one resend a kill allows")
         return "\n".join(lines)
+
+    def _duplicate_rows(self) -> list[str]:
+        """Name each effect sent more than once, with the daemon starts that sent it."""
+        rows = []
+        for name, tally in (("forward of letter", self.forwards), ("auto-reply to", self.replies)):
+            for key, copies in sorted(tally.twice.items(), key=lambda item: str(item[0])):
+                starts = ", ".join(str(self.start_of(index)) for index, _ in copies)
+                rows.append(f"    {name} {key}: sent by starts {starts}")
+        return ["  duplicates (start n is the one ended by kill n)", *rows] if rows else []
+
+    def start_of(self, index: int) -> int:
+        """Give the daemon start that sent the sink's message number ``index``."""
+        for kill in self.kills:
+            if index < kill.mails:
+                return kill.number
+        return len(self.kills) + 1
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -464,7 +483,7 @@ async def run_kill9(
     engine = reader(db_url)
     try:
         start = time.monotonic()
-        await _kill_phase(daemon, engine, plan, rng, report, start, say)
+        await _kill_phase(daemon, engine, sink, plan, rng, report, start, say)
         report.seconds["kills"] = time.monotonic() - start
         last = time.monotonic()
         report.final_exit = await _final_run(daemon, engine, plan, report)
@@ -482,6 +501,7 @@ async def run_kill9(
 async def _kill_phase(
     daemon: DaemonProcess,
     engine: AsyncEngine,
+    sink: SmtpSink,
     plan: Plan,
     rng: random.Random,
     report: Report,
@@ -508,7 +528,8 @@ async def _kill_phase(
         letters, effects = await progress(engine)
         leftovers = daemon.kill()
         report.leftovers += leftovers
-        report.kills.append(Kill(number, time.monotonic() - start, letters, effects, leftovers))
+        at = time.monotonic() - start
+        report.kills.append(Kill(number, at, letters, effects, leftovers, len(sink.messages)))
         say(f"kill {number}: {letters} letters stored, {effects} effects done")
 
 
@@ -629,14 +650,14 @@ def _check_sent(report: Report, messages: list[ReceivedMail], plan: Plan) -> Non
     A duplicate must come over another SMTP connection than the first send: one daemon keeps
     one connection, so a resend over the same one would be a resend without a kill.
     """
-    forwards: dict[Any, list[str]] = defaultdict(list)
-    replies: dict[Any, list[str]] = defaultdict(list)
+    forwards: dict[Any, list[tuple[int, str]]] = defaultdict(list)
+    replies: dict[Any, list[tuple[int, str]]] = defaultdict(list)
     unexpected = 0
-    for mail in messages:
+    for index, mail in enumerate(messages):
         if mail.mail_from == "" and len(mail.rcpt_tos) == 1:
-            replies[mail.rcpt_tos[0]].append(mail.peer)
+            replies[mail.rcpt_tos[0]].append((index, mail.peer))
         elif mail.mail_from == ADDRESS and mail.rcpt_tos == (DESK,):
-            forwards[_forwarded_number(mail.content)].append(mail.peer)
+            forwards[_forwarded_number(mail.content)].append((index, mail.peer))
         else:
             unexpected += 1
     report.forwards = _tally(forwards, set(plan.tagged))
@@ -658,9 +679,9 @@ def _forwarded_number(content: bytes) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _tally(sent: dict[Any, list[str]], wanted: set[Any]) -> Tally:
-    """Compare what the relay received with what was wanted, effect by effect."""
-    counts = {key: len(peers) for key, peers in sent.items()}
+def _tally(sent: dict[Any, list[tuple[int, str]]], wanted: set[Any]) -> Tally:
+    """Compare what the relay received (message index, connection) with what was wanted."""
+    counts = {key: len(copies) for key, copies in sent.items()}
     return Tally(
         expected=len(wanted),
         sent=sum(counts.get(key, 0) for key in wanted),
@@ -668,7 +689,10 @@ def _tally(sent: dict[Any, list[str]], wanted: set[Any]) -> Tally:
         missing=sum(1 for key in wanted if key not in counts),
         over_twice=sum(1 for key in wanted if counts.get(key, 0) > 2),
         unexpected=sum(n for key, n in counts.items() if key not in wanted),
-        one_connection=sum(1 for peers in sent.values() if len(set(peers)) < len(peers)),
+        one_connection=sum(
+            1 for copies in sent.values() if len({peer for _, peer in copies}) < len(copies)
+        ),
+        twice={key: copies for key, copies in sent.items() if len(copies) > 1},
     )
 
 
@@ -692,7 +716,7 @@ def _check_filed(report: Report, uidvalidities: list[int], copies: int) -> None:
 
 
 @contextlib.contextmanager
-def _database(kind: str, pg_url: str, workdir: Path) -> Iterator[str]:
+def _database(kind: str, pg_url: str, workdir: Path, *, keep: bool) -> Iterator[str]:
     """Give a fresh database URL: a SQLite file in the work directory, or a throwaway PG database."""
     if kind == "sqlite":
         yield f"sqlite+aiosqlite:///{workdir / 'maild.db'}"
@@ -702,7 +726,10 @@ def _database(kind: str, pg_url: str, workdir: Path) -> Iterator[str]:
     try:
         yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(pg_admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if keep:
+            print(f"database kept: {name}")
+        else:
+            asyncio.run(pg_admin(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -715,7 +742,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pg-url", default=os.environ.get("MAILD_TEST_POSTGRES_URL", DEFAULT_PG))
     parser.add_argument("--seed", type=int, default=None, help="repeat a run's kill moments")
     parser.add_argument("--lease", type=float, default=2.0, help="outbox.lease_seconds")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work directory and the PostgreSQL database"
+    )
     return parser.parse_args(argv)
 
 
@@ -727,7 +756,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="maild-kill9-"))
     dovecot = DovecotServer(workdir / "dovecot", {ACCOUNT: "support-pw"})
     try:
-        with _database(args.db, args.pg_url, workdir) as db_url, dovecot, SmtpSink() as sink:
+        with (
+            _database(args.db, args.pg_url, workdir, keep=args.keep) as db_url,
+            dovecot,
+            SmtpSink() as sink,
+        ):
             report = asyncio.run(run_kill9(dovecot, sink, db_url, workdir, plan, say=print))
     finally:
         if not args.keep:
