@@ -21,9 +21,9 @@ from maild.testing.dovecot import DovecotServer
 from maild.testing.smtp import SmtpSink
 from tests.reliability.kill9 import ROOT, Plan, group_members, run_kill9
 
-#: 300 letters from 60 senders (75 forwards, 60 auto-replies), 6 kills: kills land in the
-#: start-up, the ingest and the dispatch, in about half a minute per database.
-CI_PLAN = Plan(letters=300, kills=6, senders=60)
+#: 200 letters from 40 senders (50 forwards, 40 auto-replies), 5 kills: kills land in the
+#: start-up, the ingest and the dispatch, in about 20 s per database on 2 cores.
+CI_PLAN = Plan(letters=200, kills=5, senders=40)
 
 
 @pytest.mark.slow
