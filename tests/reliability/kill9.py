@@ -454,7 +454,7 @@ def _counts(counts: dict[str, int]) -> str:
 def _kill_rows(kills: list[Kill]) -> list[str]:
     """Render the kills four to a line."""
     cells = [f"#{k.number:<2} {k.at:6.1f}: {k.letters:5} / {k.effects:<5}" for k in kills]
-    return ["    " + "   ".join(cells[i : i + 4]) for i in range(0, len(cells), 4)]
+    return [("    " + "   ".join(cells[i : i + 4])).rstrip() for i in range(0, len(cells), 4)]
 
 
 async def run_kill9(
