@@ -71,7 +71,11 @@ _NUMBER = re.compile(r"Order (\d+)")
 
 @dataclass(frozen=True)
 class Plan:
-    """The size of a run and its timings: letters, senders, kills, the outbox lease."""
+    """The size of a run and its timings: letters, senders, kills, the leases.
+
+    ``lease_seconds`` is both the outbox's (rows a killed daemon had claimed come back) and
+    the folders' (the next start takes over the folder the killed one held).
+    """
 
     letters: int = 2000
     kills: int = 20
@@ -149,6 +153,7 @@ parse_workers = 2
 first_sync = "process"
 reconnect_max_seconds = 1
 shutdown_grace_seconds = 20
+lease_seconds = {max(plan.lease_seconds, 1)}
 
 [smtp]
 host = "127.0.0.1"
@@ -619,7 +624,8 @@ def _check_letters(report: Report, letters: Sequence[Any], plan: Plan, token: st
 
 
 def _check_cursor(report: Report, inbox: Any, uids: list[int], dovecot: DovecotServer) -> None:
-    """The folder's cursor: the server's UIDVALIDITY, last_uid the largest UID stored."""
+    """The folder's cursor: the server's UIDVALIDITY, last_uid the largest UID stored; the
+    folder's lease given back by the last run, which stopped normally."""
     server = dovecot.uidvalidity(ACCOUNT, INBOX)
     top = max(uids, default=0)
     server_top = max(dovecot.uids(ACCOUNT, INBOX), default=0)
@@ -629,6 +635,8 @@ def _check_cursor(report: Report, inbox: Any, uids: list[int], dovecot: DovecotS
     )
     if inbox.uidvalidity != server or inbox.last_uid != top or top != server_top:
         report.problems.append(f"cursor: {report.cursor}")
+    if inbox.lease_owner is not None:
+        report.problems.append(f"the stopped daemon kept the folder's lease ({inbox.lease_owner})")
 
 
 def _check_outbox(report: Report, rows: Sequence[Any], plan: Plan) -> None:
@@ -743,7 +751,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--pg-url", default=os.environ.get("MAILD_TEST_POSTGRES_URL", DEFAULT_PG))
     parser.add_argument("--seed", type=int, default=None, help="repeat a run's kill moments")
-    parser.add_argument("--lease", type=float, default=2.0, help="outbox.lease_seconds")
+    parser.add_argument(
+        "--lease", type=float, default=2.0, help="outbox.lease_seconds and daemon.lease_seconds"
+    )
     parser.add_argument(
         "--keep", action="store_true", help="keep the work directory and the PostgreSQL database"
     )
