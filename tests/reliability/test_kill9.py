@@ -2,7 +2,7 @@
 
 The CI size is smaller than the hand run (``python -m tests.reliability.kill9``, 2,000 letters
 and 20 kills, docs/reliability.md); the code and the checks are the same. The seed is random
-and printed in the summary; ``MAILD_KILL9_SEED`` repeats a run's kill moments.
+and printed in the summary; ``MAILD_KILL9_SEED`` repeats a run's kill points.
 """
 
 from __future__ import annotations
