@@ -43,6 +43,7 @@ _APPENDUID = re.compile(rb"\[APPENDUID \d+ ([0-9:,]+)\]")
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _FLAGS = re.compile(rb"FLAGS \(([^)]*)\)")
 _APPEND_BATCH = 1000
+_MAILDIR_FOLDER = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 _SPECIAL_FOLDERS = (
     ("Sent", "\\Sent"),
     ("Trash", "\\Trash"),
@@ -433,6 +434,27 @@ class DovecotServer:
             if batch:
                 uids.extend(self._append(conn, folder, batch, flags, internaldate))
         return uids
+
+    def deliver(self, user: str, folder: str, raw: bytes) -> int:
+        """Write one letter straight into a folder's Maildir and give its UID.
+
+        For bytes IMAP cannot carry: Dovecot refuses an empty letter over APPEND, and gives
+        NUL bytes back as 0x80 from FETCH. Written here, the letter is on disk exactly as given.
+        """
+        if not _MAILDIR_FOLDER.fullmatch(folder):
+            raise ValueError(f"deliver supports plain ASCII folder names only, not {folder!r}")
+        home = self.mail_root / user / "Maildir"
+        box = home if folder.upper() == "INBOX" else home / ("." + folder.replace("/", "."))
+        before = set(self.uids(user, folder))
+        self._tag += 1
+        name = f"{time.time_ns()}.M{self._tag}P{os.getpid()}.maild-test"
+        staged = box / "tmp" / name
+        staged.write_bytes(raw)
+        owner = box.stat()
+        os.chown(staged, owner.st_uid, owner.st_gid)
+        staged.rename(box / "new" / name)
+        (uid,) = set(self.uids(user, folder)) - before
+        return uid
 
     def _append(
         self,
