@@ -13,11 +13,49 @@ from typing import Any, TypeVar
 import mailparser
 
 from maild.core.letter import Address, AttachmentInfo, ParsedLetter
+from maild.core.rawmail import split_letter
+from maild.core.robots import LOOP_HEADER
 from maild.errors import ParseError
 
 _Letter = TypeVar("_Letter", bound=ParsedLetter)
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _MAX_HEADER_VALUE = 4000
+_MAX_ID = 998
+
+# What mail-parser is given of a letter's header block. The email package's header decoding is
+# quadratic in places (encoded words, quotes, many fields), so a header made to exploit it would
+# hold a parser for hours; real headers stay far below these. The raw letter is stored whole.
+MAX_HEADER_FIELDS = 1000
+MAX_FIELD_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 256 * 1024
+# Fields kept past those limits (once each), so a bomb cannot push the sender or subject out.
+_KEY_FIELDS = frozenset(
+    {
+        "from",
+        "sender",
+        "to",
+        "cc",
+        "reply-to",
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "return-path",
+        "auto-submitted",
+        "precedence",
+        "list-id",
+        "x-auto-response-suppress",
+        LOOP_HEADER.lower(),
+    }
+)
+# What a parsed letter keeps: defects listed, References ids, text per header name.
+MAX_DEFECTS = 100
+MAX_REFERENCES = 100
+_MAX_HEADER_TEXT = 64 * 1024
 
 
 def clean_text(value: Any) -> str:
@@ -59,10 +97,18 @@ def _message_ids(value: Any) -> tuple[str, ...]:
     return tuple(_MSGID_RE.findall(clean_text(value)))
 
 
+def _references(value: Any) -> tuple[str, ...]:
+    """Keep the first and the newest ids of References (RFC 5322 trims so), none over 998 chars."""
+    ids = [item for item in _message_ids(value) if len(item) <= _MAX_ID]
+    if len(ids) > MAX_REFERENCES:
+        ids = ids[:1] + ids[1 - MAX_REFERENCES :]
+    return tuple(ids)
+
+
 def _first_id(value: Any) -> str:
     """Give the first <id> of a header, or the cleaned value when it has no brackets."""
     ids = _message_ids(value)
-    return ids[0] if ids else _header_line(value)[:998]
+    return ids[0] if ids else _header_line(value)[:_MAX_ID]
 
 
 def _payload_bytes(attachment: dict[str, Any]) -> bytes:
@@ -106,6 +152,8 @@ def _defects(mail: Any) -> tuple[str, ...]:
                 out.extend(f"{part}: {clean_text(item)}" for item in items)
         else:
             out.append(clean_text(entry))
+    if len(out) > MAX_DEFECTS:
+        out[MAX_DEFECTS:] = [f"... and {len(out) - MAX_DEFECTS} more defects"]
     return tuple(out)
 
 
@@ -118,20 +166,56 @@ def _date(value: Any) -> datetime | None:
 
 def _headers(mail: Any) -> dict[str, str]:
     """Keep the raw headers as flat strings for rule conditions; names lower-cased, repeats joined."""
-    out: dict[str, str] = {}
+    values: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
     message = mail.message
     if message is None:
-        return out
+        return {}
     for name, value in message.items():
         key = _header_line(name).lower()
-        if not key:
+        if not key or sizes.get(key, 0) > _MAX_HEADER_TEXT:
             continue
         try:
             text = _header_line(value)
         except Exception:  # a malformed header must not lose the letter
             text = ""
-        out[key] = f"{out[key]}\n{text}" if key in out else text
-    return out
+        values.setdefault(key, []).append(text)
+        sizes[key] = sizes.get(key, 0) + len(text) + 1
+    return {key: "\n".join(texts) for key, texts in values.items()}
+
+
+def bounded_header(raw: bytes) -> tuple[bytes, str | None]:
+    """Give the bytes to parse: the letter itself, or its header cut to the limits and a defect."""
+    letter = split_letter(raw)
+    fields = letter.fields
+    total = sum(len(field.raw) for field in fields)
+    if (
+        len(fields) <= MAX_HEADER_FIELDS
+        and total <= MAX_HEADER_BYTES
+        and all(len(field.raw) <= MAX_FIELD_BYTES for field in fields)
+    ):
+        return raw, None
+    kept: list[bytes] = []
+    used = cut = 0
+    seen: set[str] = set()
+    for field in fields:
+        data = field.raw
+        too_long = len(data) > MAX_FIELD_BYTES
+        if too_long:
+            data = data[:MAX_FIELD_BYTES].rstrip(b"\r\n") + letter.linesep
+        fits = len(kept) < MAX_HEADER_FIELDS and used + len(data) <= MAX_HEADER_BYTES
+        if fits or (field.key in _KEY_FIELDS and field.key not in seen):
+            kept.append(data)
+            used += len(data)
+            cut += too_long
+            seen.add(field.key)
+    defect = (
+        f"HeaderLimitDefect: the header has {len(fields)} fields and {total} bytes; "
+        f"parsed {len(kept)} fields ({cut} cut to {MAX_FIELD_BYTES} bytes), "
+        f"the limits being {MAX_HEADER_FIELDS} fields and {MAX_HEADER_BYTES} bytes; "
+        "the raw letter is stored whole"
+    )
+    return b"".join(kept) + letter.body, defect
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +238,13 @@ def parse_and_hash(raw: bytes) -> HashedLetter:
 def _parse(raw: bytes, kind: type[_Letter], **extra: Any) -> _Letter:
     """Build a ``kind`` from mail-parser's reading of ``raw``; any failure becomes ParseError."""
     try:
-        mail = mailparser.parse_from_bytes(raw)
+        bounded, trimmed = bounded_header(raw)
+        mail = mailparser.parse_from_bytes(bounded)
+        defects = _defects(mail)
         return kind(
             message_id=_first_id(mail.message_id),
             in_reply_to=_first_id(mail.in_reply_to),
-            references=_message_ids(mail.references),
+            references=_references(mail.references),
             from_=_addresses(mail.from_),
             to=_addresses(mail.to),
             cc=_addresses(mail.cc),
@@ -168,7 +254,7 @@ def _parse(raw: bytes, kind: type[_Letter], **extra: Any) -> _Letter:
             text=clean_text("\n".join(mail.text_plain or ())),
             html=clean_text("\n".join(mail.text_html or ())),
             attachments=_attachments(mail.attachments),
-            defects=_defects(mail),
+            defects=(trimmed, *defects) if trimmed else defects,
             headers=_headers(mail),
             **extra,
         )

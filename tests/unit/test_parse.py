@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 import pytest
 
 from maild.errors import ParseError
-from maild.ingest.parse import clean_text, parse_letter
+from maild.ingest.parse import (
+    MAX_DEFECTS,
+    MAX_FIELD_BYTES,
+    MAX_HEADER_FIELDS,
+    MAX_REFERENCES,
+    bounded_header,
+    clean_text,
+    parse_letter,
+)
 from maild.testing.samples import MALFORMED, demo_mailboxes, letter
 
 
@@ -84,3 +92,40 @@ def test_parsed_letter_pickles() -> None:
                 continue
             parsed = parse_letter(raw)
             assert pickle.loads(pickle.dumps(parsed)) == parsed
+
+
+def test_header_bomb_is_cut_but_keeps_sender_and_subject() -> None:
+    """20,000 fields before From and Subject: parsed in bounded time, sender kept, the cut recorded."""
+    bomb = b"".join(b"X-H%d: v\r\n" % i for i in range(20000))
+    raw = bomb + b"From: Anna <anna@client.example>\r\nSubject: real subject\r\n\r\nbody\r\n"
+    parsed = parse_letter(raw)
+    assert parsed.sender is not None and parsed.sender.address == "anna@client.example"
+    assert parsed.subject == "real subject"
+    assert parsed.defects[0].startswith("HeaderLimitDefect: the header has 20002 fields")
+    assert len(parsed.headers) <= MAX_HEADER_FIELDS + 2
+
+
+def test_megabyte_field_is_cut() -> None:
+    """A subject of a megabyte of encoded words (quadratic to decode) is cut before parsing."""
+    raw = b"From: a@b.example\r\nSubject: " + b"=?utf-8?q?a?= " * 75000 + b"\r\n\r\nx\r\n"
+    text, defect = bounded_header(raw)
+    assert defect is not None and len(text) < MAX_FIELD_BYTES + 100
+    assert parse_letter(raw).subject.startswith("aaaa")
+
+
+def test_ordinary_letter_is_parsed_as_it_is() -> None:
+    """A letter within the limits is handed to the parser unchanged, with no extra defect."""
+    raw = letter(sender=("A", "a@x.example"), to="s@corp.example", subject="s", body="b")
+    assert bounded_header(raw) == (raw, None)
+
+
+def test_defects_and_references_are_capped() -> None:
+    """Thousands of defects or cited ids are kept to a bounded list (first and newest ids)."""
+    refs = b"References: " + b" ".join(b"<r%d@x.example>" % i for i in range(3000))
+    dates = b"".join(b"Date: garbage %d\r\n" % i for i in range(500))
+    parsed = parse_letter(b"From: a@b.example\r\n" + refs + b"\r\n" + dates + b"\r\n")
+    assert len(parsed.references) == MAX_REFERENCES
+    assert parsed.references[0] == "<r0@x.example>"
+    assert parsed.references[-1] == "<r2999@x.example>"
+    assert len(parsed.defects) == MAX_DEFECTS + 1
+    assert parsed.defects[-1].endswith("more defects")
