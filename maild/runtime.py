@@ -127,7 +127,9 @@ class Daemon:
         """Sync every enabled folder; with once, read each folder to its end and return."""
         warn_insecure(self.config)
         engine = await open_database(self.config)
-        parser = ParserPool(self.config.daemon.parse_workers)
+        parser = ParserPool(
+            self.config.daemon.parse_workers, timeout=self.config.daemon.parse_timeout_seconds
+        )
         result = RunResult(status=self.status)
         try:
             sessions = session_factory(engine)
@@ -416,7 +418,7 @@ async def upgrade_database(config: Config) -> tuple[str | None, str]:
 async def retry_failed_letters(config: Config, *, limit: int | None = None) -> RetryReport:
     """Re-parse every failed letter from its raw bytes."""
     engine = await open_database(config)
-    parser = ParserPool(config.daemon.parse_workers)
+    parser = ParserPool(config.daemon.parse_workers, timeout=config.daemon.parse_timeout_seconds)
     try:
         return await retry_failed(session_factory(engine), parser, limit=limit)
     finally:

@@ -116,6 +116,7 @@ class DaemonConfig(_Model):
     first_sync: Literal["record", "process"] = "record"
     max_letter_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     parse_workers: int = Field(default=0, ge=0)
+    parse_timeout_seconds: float = Field(default=120, gt=0)
     shutdown_grace_seconds: float = Field(default=30, ge=0)
     imap_timeout_seconds: float = Field(default=60, gt=0)
     reconnect_max_seconds: float = Field(default=300, gt=0)

@@ -146,7 +146,7 @@ async def replay(
     ruleset = config.ruleset
     summary = ReplaySummary.for_rules(ruleset)
     engine = await open_read_only(config)
-    parser = ParserPool(config.daemon.parse_workers)
+    parser = ParserPool(config.daemon.parse_workers, timeout=config.daemon.parse_timeout_seconds)
     try:
         sessions = session_factory(engine)
         async with _database_errors(), sessions() as session:

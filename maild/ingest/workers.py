@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import multiprocessing
 import os
+import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from types import FrameType
+from typing import IO
 
 from maild.core.letter import ParsedLetter
 from maild.errors import ParseError
-from maild.ingest.parse import parse_letter, parse_many
+from maild.ingest.parse import HashedLetter, parse_and_hash
+
+#: Seconds one letter may take to parse unless the config says otherwise.
+DEFAULT_TIMEOUT = 120.0
+#: Seconds past the timeout after which a worker stuck in C code (deaf to the alarm) is ended.
+HARD_GRACE = 10.0
+
+_sink: IO[str] | None = None
 
 
 def _start_worker() -> None:
@@ -28,6 +39,53 @@ def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
     """Exit when maild is gone, even by kill -9, so no worker outlives it and piles up on restarts."""
     parent.join()
     os._exit(1)
+
+
+def _dump_sink() -> IO[str]:
+    """Give where faulthandler writes the stack of a stuck worker it ends: nowhere (the log says why)."""
+    global _sink  # noqa: PLW0603 - one per process, opened on first use
+    if _sink is None:
+        _sink = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    return _sink
+
+
+class _Overtime(BaseException):
+    """The alarm in a worker: a BaseException, so no parser's ``except Exception`` swallows it."""
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise _Overtime
+
+
+def parse_group(raws: list[bytes], timeout: float) -> list[HashedLetter | str]:
+    """Parse and hash letters in a worker, each within ``timeout`` seconds; a failure becomes its reason."""
+    return [_guarded(parse_and_hash, raw, timeout) for raw in raws]
+
+
+def _guarded(
+    parse: Callable[[bytes], HashedLetter], raw: bytes, timeout: float
+) -> HashedLetter | str:
+    """Run one parse under an alarm (Python code) and a hard deadline that ends the process (C code)."""
+    if threading.current_thread() is not threading.main_thread():
+        try:  # signals reach the main thread only: parse without a limit
+            return parse(raw)
+        except ParseError as exc:
+            return str(exc)
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    try:
+        try:
+            faulthandler.dump_traceback_later(timeout + HARD_GRACE, exit=True, file=_dump_sink())
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            return parse(raw)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            faulthandler.cancel_dump_traceback_later()
+    except _Overtime:
+        return f"parsing took longer than {timeout:g} s (daemon.parse_timeout_seconds)"
+    except ParseError as exc:
+        return str(exc)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 GROUP_LETTERS = 16
@@ -54,10 +112,15 @@ def default_workers() -> int:
 
 
 class ParserPool:
-    """Parse letters in worker processes; a dead worker costs one letter's parse, never the daemon."""
+    """Parse letters in worker processes; a dead worker costs one letter's parse, never the daemon.
 
-    def __init__(self, workers: int = 0) -> None:
+    Each letter gets ``timeout`` seconds: past them it fails with the reason, and a worker that
+    does not answer the alarm (stuck in C code) ends itself ``HARD_GRACE`` seconds later.
+    """
+
+    def __init__(self, workers: int = 0, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.workers = workers or default_workers()
+        self.timeout = timeout
         self._executor: ProcessPoolExecutor | None = None
         self._isolation = asyncio.Lock()
         self._tasks: set[asyncio.Future[None]] = set()
@@ -97,7 +160,7 @@ class ParserPool:
         """Parse a group in one worker call and settle each letter's future."""
         executor = self._pool()
         try:
-            results = await loop.run_in_executor(executor, parse_many, raws)
+            results = await loop.run_in_executor(executor, parse_group, raws, self.timeout)
         except BrokenProcessPool:
             if self._executor is executor:  # not a pool another group already replaced
                 self._reset()
@@ -143,11 +206,17 @@ class ParserPool:
             initializer=_start_worker,
         )
         try:
-            return await loop.run_in_executor(executor, parse_letter, raw)
+            [result] = await loop.run_in_executor(executor, parse_group, [raw], self.timeout)
         except BrokenProcessPool as exc:
-            raise ParseError("the parser process died on this letter") from exc
+            raise ParseError(
+                "the parser process died on this letter (it crashed, ran out of memory, "
+                f"or was stuck past daemon.parse_timeout_seconds + {HARD_GRACE:g} s)"
+            ) from exc
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
+        if isinstance(result, str):
+            raise ParseError(result)
+        return result
 
     async def parse(self, raw: bytes) -> ParsedLetter:
         """Parse one letter off the loop; raise ParseError when it cannot be parsed."""
