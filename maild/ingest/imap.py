@@ -100,7 +100,10 @@ _LIBRARY_LOGGER = logging.getLogger("aioimaplib.aioimaplib")
 _APPEND_BYTES_PER_SECOND = 50_000
 _LOGOUT_TIMEOUT = 5.0
 _BODY_ITEMS = "(UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[])"
-_HEADER_ITEMS = "(UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER])"
+# An oversize letter's header is fetched, but at most this much of it: to the server a letter
+# without a blank line is all header, and one of 2 GB would otherwise come down whole.
+MAX_HEADER_FETCH = 1024 * 1024
+_HEADER_ITEMS = f"(UID RFC822.SIZE FLAGS INTERNALDATE BODY.PEEK[HEADER]<0.{MAX_HEADER_FETCH}>)"
 _SIZE_ITEMS = "(UID RFC822.SIZE)"
 
 

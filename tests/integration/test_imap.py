@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from maild.errors import ImapAuthError, ImapCommandError, ImapConnectionError
-from maild.ingest.imap import ImapEndpoint, ImapSession, connect
+from maild.ingest.imap import MAX_HEADER_FETCH, ImapEndpoint, ImapSession, connect
 from maild.testing import DovecotServer
 
 USER = "sales"
@@ -231,6 +231,17 @@ async def test_headers_only(dovecot: DovecotServer, folder: str) -> None:
     assert message.raw == raw[:header_end]
     assert message.size == len(raw)
     assert message.headers_only
+
+
+async def test_headers_only_is_capped(dovecot: DovecotServer, folder: str) -> None:
+    """A letter with no blank line is all header to the server: only its first MiB comes down."""
+    raw = b"X-Long: " + b"x" * (3 * MAX_HEADER_FETCH)
+    uid = dovecot.append(USER, folder, raw)
+    async with session_for(endpoint(dovecot)) as session:
+        await session.select(folder)
+        (message,) = await session.fetch([uid], headers_only=True)
+    assert message.raw == raw[:MAX_HEADER_FETCH]
+    assert message.size == len(raw)
 
 
 async def test_fetch_leaves_flags_alone(dovecot: DovecotServer, folder: str) -> None:
