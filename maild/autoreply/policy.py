@@ -10,7 +10,6 @@ needs the database, the once-per-interval throttle, is claimed after this (maild
 from __future__ import annotations
 
 import email.header
-import email.utils
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +18,7 @@ from maild.core import robots
 from maild.core.addresses import address_problem
 from maild.core.decision import Autoreply
 from maild.core.letter import ParsedLetter
+from maild.core.rawmail import address_pairs
 
 #: The subject of a reply to a letter without one.
 NO_SUBJECT = "Automated reply"
@@ -177,7 +177,7 @@ def _display_name(letter: ParsedLetter, address: str) -> str:
         if mailbox.address.lower() == address and mailbox.name:
             return mailbox.name
     for value in robots.header_values(letter.headers, "Sender"):
-        for name, found in email.utils.getaddresses([value]):
+        for name, found in address_pairs([value]):
             if found.lower() == address and name:
                 return _decoded(name)
     return ""

@@ -9,11 +9,10 @@ values (any letter case; repeats joined by line breaks, as in ``ParsedLetter.hea
 
 from __future__ import annotations
 
-import email.utils
 import re
 from collections.abc import Mapping
 
-from maild.core.rawmail import split_letter
+from maild.core.rawmail import address_pairs, split_letter
 
 #: The header every letter maild composes carries, naming the account it was sent for.
 LOOP_HEADER = "X-Maild-Loop"
@@ -85,7 +84,7 @@ def _from_robot(value: str) -> bool:
     """Tell whether a From address is a mail system's own (MAILER-DAEMON, postmaster)."""
     return any(
         address.rsplit("@", 1)[0].strip().lower() in _ROBOT_LOCAL_PARTS
-        for _, address in email.utils.getaddresses([value])
+        for _, address in address_pairs([value])
     )
 
 
@@ -191,4 +190,4 @@ def recipient_addresses(letter: Headers) -> set[str]:
     """Give every address of To, Cc, Bcc and their Resent- forms, lower-cased."""
     names = ("To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc")
     values = [value for name in names for value in header_values(letter, name)]
-    return {address.strip().lower() for _, address in email.utils.getaddresses(values) if address}
+    return {address.strip().lower() for _, address in address_pairs(values) if address}
