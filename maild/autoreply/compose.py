@@ -19,6 +19,7 @@ from typing import Any
 from maild.core.addresses import address_problem
 from maild.core.letter import Address as LetterAddress
 from maild.core.letter import ParsedLetter
+from maild.core.rawmail import one_line
 from maild.core.robots import LOOP_HEADER
 
 #: How many Message-IDs of the original References a reply keeps (the newest ones).
@@ -96,7 +97,7 @@ def _message_ids(value: str) -> list[str]:
 
 def _one_line(value: str) -> str:
     """Flatten a value to one line: nothing from a letter answered may add a header."""
-    return " ".join(value.split())
+    return one_line(value)
 
 
 def _message_id(address: str) -> str:

@@ -133,8 +133,14 @@ def decode_words(value: str) -> str:
 
 
 def one_line(value: str) -> str:
-    """Make a value safe for a new header: control characters and line breaks become one space."""
-    return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
+    """Make a value safe for a new header: control characters and line breaks become one space.
+
+    ``=?`` becomes ``= ?`` too. The email package decodes encoded words in every value it is
+    given, then folds the result, writing a decoded line break as a real one (CPython before
+    3.11.10 and 3.12.5): a name decoded once that still reads ``=?utf-8?Q?a=0D=0ABcc:...?=``
+    would otherwise add a header to the letter maild sends.
+    """
+    return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip().replace("=?", "= ?")
 
 
 def address_pairs(values: Iterable[str]) -> list[tuple[str, str]]:

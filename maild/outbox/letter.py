@@ -221,10 +221,13 @@ def _fill(text: str, values: dict[str, str | None], where: str) -> str:
 
 
 def _one_line(value: str, where: str) -> str:
-    """Refuse a header value with a line break or NUL: no header injection from the CRM."""
+    """Refuse a header value with a line break or NUL: no header injection from the CRM.
+
+    An encoded word is no way around it: ``=?`` becomes ``= ?`` (see ``rawmail.one_line``).
+    """
     if _LINE_BREAK.search(value):
         raise DraftError(f"{where}: must be one line (it contains a line break or NUL)")
-    return value.strip()
+    return value.strip().replace("=?", "= ?")
 
 
 def _content_type(value: str, where: str) -> tuple[str, str]:

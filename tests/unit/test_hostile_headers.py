@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from maild.autoreply.compose import compose_reply
 from maild.core import robots
-from maild.core.rawmail import MAX_DECODED, address_pairs, decode_words, mailboxes
+from maild.core.rawmail import MAX_DECODED, address_pairs, decode_words, mailboxes, split_letter
+from maild.outbox.compose import Identity, forward
+from maild.outbox.letter import Draft, compose
 
 
 def test_nested_comments_keep_the_address() -> None:
@@ -30,3 +33,46 @@ def test_megabyte_of_encoded_words_is_cut_before_decoding() -> None:
     """Encoded words decode in quadratic time: only the first 16 KiB of a value is decoded."""
     decoded = decode_words("=?utf-8?q?a?= " * 75000)
     assert decoded.startswith("aaaa") and len(decoded) <= MAX_DECODED
+
+
+# Decodes to "=?utf-8?Q?a=0D=0ABcc:_x@evil?=": once more, and it would be a line break and a Bcc.
+NESTED = "=?utf-8?Q?=3D=3Futf-8=3FQ=3Fa=3D0D=3D0ABcc=3A=5Fx=40evil=3F=3D?="
+CRLF_WORD = "=?utf-8?Q?Eve=0D=0ABcc=3A_x=40evil.example?="
+
+
+def _header_names(raw: bytes) -> list[str]:
+    """Name the header fields of a composed letter, as a receiving server would read them."""
+    return [field.key for field in split_letter(raw).fields]
+
+
+def test_forwards_keep_encoded_line_breaks_out_of_their_headers() -> None:
+    """A subject or name that decodes to an encoded line break adds no header to a forward."""
+    raw = (f"From: {NESTED} <eve@hostile.example>\r\nSubject: {NESTED}\r\n\r\nbody\r\n").encode()
+    account = Identity("sales@corp.example", "Corp Sales")
+    for mode in ("attach", "resend"):
+        out = forward(mode, raw, account=account, to="desk@corp.example")
+        own = split_letter(out.raw).fields[:6]
+        assert "bcc" not in [field.key for field in own], (mode, out.raw[:400])
+
+
+def test_auto_reply_keeps_an_encoded_line_break_out_of_to() -> None:
+    """The answered sender's name, still encoded, cannot smuggle a Bcc into the auto-reply."""
+    payload = {"to": "eve@hostile.example", "to_name": CRLF_WORD, "subject": f"Auto: {NESTED}"}
+    reply = compose_reply(payload, account_address="sales@corp.example", account_name="Sales")
+    assert "bcc" not in _header_names(reply.raw)
+
+
+def test_crm_subject_cannot_use_an_encoded_word_to_break_the_line() -> None:
+    """An encoded line break in the CRM's subject stays text."""
+    out = compose(
+        Draft(
+            account_address="sales@corp.example",
+            account_name="sales",
+            sender_name="Anna",
+            author_full_name="Anna",
+            to="ivan@x.example",
+            subject=CRLF_WORD,
+            text="Hello",
+        )
+    )
+    assert "bcc" not in _header_names(out.raw)
