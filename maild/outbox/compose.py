@@ -72,6 +72,10 @@ _SAFE_ADDRESS = re.compile(r"[^@\s<>()\[\]\\,;:\"]+@[^@\s<>()\[\]\\,;:\"]+")
 _FWD_PREFIX = re.compile(r"^\s*(?:fwd?|fw)\s*:", re.IGNORECASE)
 _LONGEST_LINE = 998
 _POLICY = email.policy.SMTP
+# The most of the original's text a composed header takes, and the most senders Reply-To names:
+# the email package folds long values in quadratic time (a 1 MB subject took 88 s).
+MAX_COPIED = 1000
+MAX_REPLY_TO = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +164,8 @@ def forward_resend(
     letter = split_letter(raw)
     from_field = letter.first("From")
     original_from = from_field.raw_value if from_field is not None else ""
-    senders = mailboxes(original_from)
-    shown = (senders[0][0] or senders[0][1]) if senders else ""
+    senders = mailboxes(original_from)[:MAX_REPLY_TO]
+    shown = (senders[0][0] or senders[0][1])[:MAX_COPIED] if senders else ""
     name = f"{shown} via {account.label}" if shown else account.label
     headers: list[tuple[str, object]] = [
         ("From", Address(display_name=name, addr_spec=_checked(account.address)))
@@ -170,7 +174,7 @@ def forward_resend(
     if letter.first("Reply-To") is None and reply_to:
         headers.append(("Reply-To", reply_to))
     if original_from:
-        headers.append(("X-Original-From", one_line(decode_words(original_from))))
+        headers.append(("X-Original-From", one_line(decode_words(original_from))[:MAX_COPIED]))
     headers += [("Auto-Submitted", "auto-generated"), (LOOP_HEADER, account.address)]
     kept = [field.raw for field in letter.fields if field.key not in RESEND_DROPPED]
     if kept and not kept[-1].endswith((b"\n", b"\r")):
@@ -227,9 +231,9 @@ def _header_block(headers: Sequence[tuple[str, object]], linesep: bytes) -> byte
 
 
 def _first(letter: RawLetter, name: str) -> str:
-    """Give a header's first decoded value on one line, or ``""``."""
+    """Give a header's first decoded value on one line (at most MAX_COPIED characters), or ``""``."""
     values = letter.values(name)
-    return one_line(values[0]) if values else ""
+    return one_line(values[0])[:MAX_COPIED] if values else ""
 
 
 def _fwd_subject(subject: str) -> str:

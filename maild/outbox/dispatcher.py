@@ -365,7 +365,9 @@ class Dispatcher:
         mode = item.payload.get("mode", "attach")
         if mode not in FORWARD_MODES:
             raise Unperformable(f"unknown forward mode {mode!r}")
-        outgoing = compose_forward(
+        # in a thread: a letter of 100,000 header fields takes a second to split, off the loop
+        outgoing = await asyncio.to_thread(
+            compose_forward,
             mode,
             raw,
             account=Identity(account.address, account.display_name or account.name),

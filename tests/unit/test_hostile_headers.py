@@ -5,7 +5,7 @@ from __future__ import annotations
 from maild.autoreply.compose import compose_reply
 from maild.core import robots
 from maild.core.rawmail import MAX_DECODED, address_pairs, decode_words, mailboxes, split_letter
-from maild.outbox.compose import Identity, forward
+from maild.outbox.compose import MAX_COPIED, MAX_REPLY_TO, Identity, forward
 from maild.outbox.letter import Draft, compose
 
 
@@ -76,3 +76,16 @@ def test_crm_subject_cannot_use_an_encoded_word_to_break_the_line() -> None:
         )
     )
     assert "bcc" not in _header_names(out.raw)
+
+
+def test_forwards_take_a_bounded_part_of_huge_headers() -> None:
+    """A megabyte subject or sender list yields short headers (the email package folds slowly)."""
+    senders = ", ".join(f"s{i}@x.example" for i in range(50000))
+    raw = f"From: {senders}\r\nSubject: {'word ' * 200000}\r\n\r\nbody\r\n".encode()
+    account = Identity("sales@corp.example", "Corp Sales")
+    attach = split_letter(forward("attach", raw, account=account, to="d@corp.example").raw)
+    subject = attach.values("Subject")[0]
+    assert subject.startswith("Fwd: word") and len(subject) <= MAX_COPIED + 5
+    resend = split_letter(forward("resend", raw, account=account, to="d@corp.example").raw)
+    assert len(resend.values("Reply-To")[0].split(",")) == MAX_REPLY_TO
+    assert len(resend.values("X-Original-From")[0]) <= MAX_COPIED
