@@ -182,6 +182,10 @@ def forward_resend(
     rest = letter.body
     if not rest.startswith((b"\n", b"\r")):
         rest = letter.linesep + rest
+    if kept and kept[-1].endswith(b"\r") and rest.startswith(b"\n"):
+        # a bare CR meeting the blank line's LF would make one CRLF of them, and the body's
+        # first lines headers of the letter sent (the field that stood between them is dropped)
+        kept[-1] += b"\n"
     head = _header_block(headers, letter.linesep)
     return Outgoing(head + b"".join(kept) + rest, account.address, (_checked(to),))
 

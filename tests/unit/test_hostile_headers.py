@@ -89,3 +89,12 @@ def test_forwards_take_a_bounded_part_of_huge_headers() -> None:
     resend = split_letter(forward("resend", raw, account=account, to="d@corp.example").raw)
     assert len(resend.values("Reply-To")[0].split(",")) == MAX_REPLY_TO
     assert len(resend.values("X-Original-From")[0]) <= MAX_COPIED
+
+
+def test_resend_keeps_the_body_out_of_the_header_with_a_bare_cr() -> None:
+    """A kept field ending in a bare CR, a dropped field, then LF: the body stays the body."""
+    raw = b"Subject: first\rBcc: evil@x.example\n\nX-From-Body: injected\r\n\r\nhello\r\n"
+    account = Identity("sales@corp.example", "Corp Sales")
+    out = forward("resend", raw, account=account, to="d@corp.example")
+    names = _header_names(out.raw)
+    assert "subject" in names and "x-from-body" not in names and "bcc" not in names
