@@ -29,6 +29,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 
@@ -270,8 +271,8 @@ def _addresses(pairs: list[tuple[str, str]]) -> list[Address]:
             continue
         try:
             out.append(Address(display_name=name, addr_spec=address))
-        except (ValueError, IndexError, TypeError):
-            continue
+        except (ValueError, IndexError, TypeError, HeaderParseError):
+            continue  # e.g. a domain ending in a dot: that sender is left out of Reply-To
     return out
 
 

@@ -98,3 +98,10 @@ def test_resend_keeps_the_body_out_of_the_header_with_a_bare_cr() -> None:
     out = forward("resend", raw, account=account, to="d@corp.example")
     names = _header_names(out.raw)
     assert "subject" in names and "x-from-body" not in names and "bcc" not in names
+
+
+def test_resend_leaves_out_a_sender_the_email_package_cannot_write() -> None:
+    """A From whose domain ends in a dot is no Reply-To, and the resend still goes out."""
+    raw = b"From: Sender <sender@hostile.>\r\nSubject: s\r\n\r\nbody\r\n"
+    out = forward("resend", raw, account=Identity("sales@corp.example"), to="d@corp.example")
+    assert "reply-to" not in _header_names(out.raw)
