@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.errors
 import hashlib
 import re
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ _Letter = TypeVar("_Letter", bound=ParsedLetter)
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _MAX_HEADER_VALUE = 4000
 _MAX_ID = 998
+_CHARSET_8BIT = re.compile(rb'(charset\s*=\s*"?)[^\s";]*[\x80-\xff][^\s";]*', re.IGNORECASE)
 
 # What mail-parser is given of a letter's header block. The email package's header decoding is
 # quadratic in places (encoded words, quotes, many fields), so a header made to exploit it would
@@ -239,8 +241,8 @@ def _parse(raw: bytes, kind: type[_Letter], **extra: Any) -> _Letter:
     """Build a ``kind`` from mail-parser's reading of ``raw``; any failure becomes ParseError."""
     try:
         bounded, trimmed = bounded_header(raw)
-        mail = mailparser.parse_from_bytes(bounded)
-        defects = _defects(mail)
+        mail, renamed = _mail_of(bounded)
+        defects = tuple(d for d in (trimmed, renamed) if d) + _defects(mail)
         return kind(
             message_id=_first_id(mail.message_id),
             in_reply_to=_first_id(mail.in_reply_to),
@@ -254,7 +256,7 @@ def _parse(raw: bytes, kind: type[_Letter], **extra: Any) -> _Letter:
             text=clean_text("\n".join(mail.text_plain or ())),
             html=clean_text("\n".join(mail.text_html or ())),
             attachments=_attachments(mail.attachments),
-            defects=(trimmed, *defects) if trimmed else defects,
+            defects=defects,
             headers=_headers(mail),
             **extra,
         )
@@ -262,6 +264,20 @@ def _parse(raw: bytes, kind: type[_Letter], **extra: Any) -> _Letter:
         raise ParseError("letter is nested too deeply to parse") from exc
     except Exception as exc:  # mail-parser and the stdlib raise many kinds on hostile input
         raise ParseError(f"cannot parse letter: {type(exc).__name__}: {exc}") from exc
+
+
+def _mail_of(raw: bytes) -> tuple[Any, str | None]:
+    """Run mail-parser; when a charset name of 8-bit bytes trips it, read such names as unknown.
+
+    mail-parser re-flattens attached letters with their declared charset and lets the email
+    package's CharsetError (raised for a name that is not ASCII) out of the whole parse.
+    """
+    try:
+        return mailparser.parse_from_bytes(raw), None
+    except email.errors.CharsetError:
+        renamed = _CHARSET_8BIT.sub(rb"\1x-unknown-8bit", raw)
+        defect = "CharsetDefect: a charset name with 8-bit bytes was read as x-unknown-8bit"
+        return mailparser.parse_from_bytes(renamed), defect
 
 
 def parse_many(raws: list[bytes]) -> list[HashedLetter | str]:

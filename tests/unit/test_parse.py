@@ -129,3 +129,17 @@ def test_defects_and_references_are_capped() -> None:
     assert parsed.references[-1] == "<r2999@x.example>"
     assert len(parsed.defects) == MAX_DEFECTS + 1
     assert parsed.defects[-1].endswith("more defects")
+
+
+def test_attached_letter_with_an_8bit_charset_name_parses() -> None:
+    """An attached letter whose charset name is not ASCII no longer fails the whole letter."""
+    inner = b"From: a@b.example\r\nContent-Type: text/plain; charset=\x80x\r\n\r\n\xcf\xf0\r\n"
+    raw = (
+        b"From: c@d.example\r\nContent-Type: multipart/mixed; boundary=p\r\n\r\n--p\r\n"
+        b"Content-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n"
+        + inner
+        + b"\r\n--p--\r\n"
+    )
+    parsed = parse_letter(raw)
+    assert parsed.defects[0].startswith("CharsetDefect")
+    assert parsed.sender is not None and parsed.sender.address == "c@d.example"
