@@ -22,7 +22,7 @@ _Letter = TypeVar("_Letter", bound=ParsedLetter)
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _MAX_HEADER_VALUE = 4000
 _MAX_ID = 998
-_CHARSET_8BIT = re.compile(rb'(charset\s*=\s*"?)[^\s";]*[\x80-\xff][^\s";]*', re.IGNORECASE)
+_CHARSET = re.compile(rb'(charset\s*=\s*)("[^"\r\n]*"?|[^;\r\n]*)', re.IGNORECASE)
 
 # What mail-parser is given of a letter's header block. The email package's header decoding is
 # quadratic in places (encoded words, quotes, many fields), so a header made to exploit it would
@@ -275,9 +275,16 @@ def _mail_of(raw: bytes) -> tuple[Any, str | None]:
     try:
         return mailparser.parse_from_bytes(raw), None
     except email.errors.CharsetError:
-        renamed = _CHARSET_8BIT.sub(rb"\1x-unknown-8bit", raw)
+        renamed = _CHARSET.sub(_ascii_charset, raw)
         defect = "CharsetDefect: a charset name with 8-bit bytes was read as x-unknown-8bit"
         return mailparser.parse_from_bytes(renamed), defect
+
+
+def _ascii_charset(match: re.Match[bytes]) -> bytes:
+    """Give a charset parameter back as it was, or named x-unknown-8bit when it is not ASCII."""
+    if match.group(2).isascii():
+        return match.group(0)
+    return match.group(1) + b"x-unknown-8bit"
 
 
 def parse_many(raws: list[bytes]) -> list[HashedLetter | str]:
