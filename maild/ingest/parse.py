@@ -22,6 +22,7 @@ _Letter = TypeVar("_Letter", bound=ParsedLetter)
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _MAX_HEADER_VALUE = 4000
 _MAX_ID = 998
+_RFC822 = re.compile(rb"^(content-type:[ \t]*)message/rfc822", re.IGNORECASE | re.MULTILINE)
 _CHARSET = re.compile(rb'(charset\s*=\s*)("[^"\r\n]*"?|[^;\r\n]*)', re.IGNORECASE)
 
 # What mail-parser is given of a letter's header block. The email package's header decoding is
@@ -267,17 +268,22 @@ def _parse(raw: bytes, kind: type[_Letter], **extra: Any) -> _Letter:
 
 
 def _mail_of(raw: bytes) -> tuple[Any, str | None]:
-    """Run mail-parser; when a charset name of 8-bit bytes trips it, read such names as unknown.
+    """Run mail-parser; when an attached letter trips it, parse again reading those as files.
 
-    mail-parser re-flattens attached letters with their declared charset and lets the email
-    package's CharsetError (raised for a name that is not ASCII) out of the whole parse.
+    mail-parser re-flattens attached letters and lets the email package's errors out of the
+    whole parse: CharsetError for a charset name that is not ASCII, HeaderParseError for a
+    header holding a vertical tab. Then non-ASCII charset names are read as x-unknown-8bit and
+    attached letters as plain files, and a defect says so.
     """
     try:
         return mailparser.parse_from_bytes(raw), None
-    except email.errors.CharsetError:
-        renamed = _CHARSET.sub(_ascii_charset, raw)
-        defect = "CharsetDefect: a charset name with 8-bit bytes was read as x-unknown-8bit"
-        return mailparser.parse_from_bytes(renamed), defect
+    except email.errors.MessageError as exc:
+        calmer = _RFC822.sub(rb"\1application/octet-stream", _CHARSET.sub(_ascii_charset, raw))
+        defect = (
+            f"AttachedLetterDefect: {type(exc).__name__}: {clean_text(exc)[:200]}; "
+            "attached letters were read as files, 8-bit charset names as x-unknown-8bit"
+        )
+        return mailparser.parse_from_bytes(calmer), defect
 
 
 def _ascii_charset(match: re.Match[bytes]) -> bytes:

@@ -141,5 +141,19 @@ def test_attached_letter_with_an_8bit_charset_name_parses() -> None:
         + b"\r\n--p--\r\n"
     )
     parsed = parse_letter(raw)
-    assert parsed.defects[0].startswith("CharsetDefect")
+    assert parsed.defects[0].startswith("AttachedLetterDefect: CharsetError")
     assert parsed.sender is not None and parsed.sender.address == "c@d.example"
+
+
+def test_attached_letter_with_a_vertical_tab_in_a_header_parses() -> None:
+    """An attached letter the email package cannot write back is listed as a file instead."""
+    inner = b"From: a@b.example\r\nFrom:\x0bundisclosed-recipients:;\r\n\r\nhi\r\n"
+    raw = (
+        b"From: c@d.example\r\nContent-Type: multipart/mixed; boundary=p\r\n\r\n--p\r\n"
+        b"Content-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n"
+        + inner
+        + b"\r\n--p--\r\n"
+    )
+    parsed = parse_letter(raw)
+    assert parsed.defects[0].startswith("AttachedLetterDefect: HeaderParseError")
+    assert [item.content_type for item in parsed.attachments] == ["application/octet-stream"]
