@@ -24,7 +24,7 @@ from maild.core.robots import LOOP_HEADER
 
 #: How many Message-IDs of the original References a reply keeps (the newest ones).
 MAX_REFERENCES = 20
-_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+_MESSAGE_ID = re.compile(r"<[^<>\s\x00-\x1f\x7f]+>")
 
 
 @dataclass(frozen=True, slots=True)

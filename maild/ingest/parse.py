@@ -19,7 +19,7 @@ from maild.core.robots import LOOP_HEADER
 from maild.errors import ParseError
 
 _Letter = TypeVar("_Letter", bound=ParsedLetter)
-_MSGID_RE = re.compile(r"<[^<>\s]+>")
+_MSGID_RE = re.compile(r"<[^<>\s\x00-\x1f\x7f]+>")
 _MAX_HEADER_VALUE = 4000
 _MAX_ID = 998
 _RFC822 = re.compile(rb"^(content-type:[ \t]*)message/rfc822", re.IGNORECASE | re.MULTILINE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from maild.autoreply.compose import compose_reply
 from maild.core import robots
 from maild.core.rawmail import MAX_DECODED, address_pairs, decode_words, mailboxes, split_letter
+from maild.ingest.parse import parse_letter
 from maild.outbox.compose import MAX_COPIED, MAX_REPLY_TO, Identity, forward
 from maild.outbox.letter import Draft, compose
 
@@ -105,3 +106,12 @@ def test_resend_leaves_out_a_sender_the_email_package_cannot_write() -> None:
     raw = b"From: Sender <sender@hostile.>\r\nSubject: s\r\n\r\nbody\r\n"
     out = forward("resend", raw, account=Identity("sales@corp.example"), to="d@corp.example")
     assert "reply-to" not in _header_names(out.raw)
+
+
+def test_ids_with_control_characters_are_no_ids() -> None:
+    """A cited id holding a control character is dropped, so no auto-reply header carries it."""
+    parsed = parse_letter(b"From: a@b.example\r\nReferences: <a@b> <\x01c@d>\r\n\r\nx\r\n")
+    assert parsed.references == ("<a@b>",)
+    payload = {"to": "a@b.example", "references": ["<a@b>", "<\x01c@d>"], "in_reply_to": "<\x02>"}
+    reply = compose_reply(payload, account_address="sales@corp.example", account_name="Sales")
+    assert b"\x01" not in reply.raw and b"\x02" not in reply.raw
