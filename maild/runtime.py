@@ -36,6 +36,7 @@ from maild.metrics import Metrics
 from maild.outbox.dispatcher import Dispatcher, DispatchReport
 from maild.pipeline import FolderStore, RetryReport, prepare_folders, retry_failed
 from maild.settings import AccountConfig, AutoreplyConfig, Config, load_config
+from maild.watchdog import watch_loop
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -105,6 +106,7 @@ class Daemon:
         engine = await open_database(self.config)
         parser = ParserPool(self.config.daemon.parse_workers)
         result = RunResult(status=self.status)
+        watchdog = asyncio.create_task(watch_loop(), name="watchdog")
         try:
             sessions = session_factory(engine)
             folder_ids = await prepare_folders(sessions, self.config)
@@ -131,6 +133,9 @@ class Daemon:
                 async with sessions() as session:
                     result.outbox_left = await outbox_db.counts(session)
         finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
             if self.autoreply is not None:
                 self.autoreply.stop()
             if self.dispatcher is not None:
