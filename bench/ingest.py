@@ -660,6 +660,9 @@ def measure_peers(
         if result is None:
             log(f"-- {peers.NAMES[tool]}: not installed")
             continue
+        if "error" in result:
+            log(f"-- {peers.NAMES[tool]}: failed every attempt: {result['error']}")
+            continue
         log(
             f"-- {peers.NAMES[tool]}: {result['letters']:,} letters, "
             f"{result['bytes'] / MB:,.1f} MB in {result['seconds']:.2f} s: "
@@ -813,9 +816,12 @@ def figures(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str,
     )
     slower = [min(values) for values in zip(*daemons.values(), strict=True)]
     for tool, target in (("fetchmail", TARGET_FETCHMAIL), ("getmail", TARGET_GETMAIL)):
-        runs = [found[tool] for found in results["peers"] if found.get(tool)]
+        runs = [r for found in results["peers"] if (r := found.get(tool)) and "error" not in r]
         what = "fetch+parse+store, slower database"
-        note = "not measured (--skip-peers)" if args.skip_peers else "not installed"
+        if args.skip_peers:
+            note = "not measured (--skip-peers)"
+        else:
+            note = "not installed" if not peers.installed(tool) else "failed every attempt"
         peer = {
             "fetchmail": "fetchmail, IMAP → BSMTP file",
             "getmail": f"getmail6, IMAP → Maildir, first {args.getmail_letters:,} letters",

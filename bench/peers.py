@@ -30,6 +30,7 @@ from common import Launcher, phase_entry, run_phases
 SCRIPT = str(Path(__file__).resolve())
 TOOLS = {"fetchmail": "fetchmail", "getmail": "getmail", "imapfilter": "imapfilter"}
 NAMES = {"fetchmail": "fetchmail", "getmail": "getmail6", "imapfilter": "imapfilter"}
+GETMAIL_ATTEMPTS = 3
 
 
 def installed(tool: str) -> bool:
@@ -108,7 +109,7 @@ def phase_getmail(spec: dict[str, Any]) -> dict[str, Any]:
         (home / "getmailrc").write_text(
             "[retriever]\ntype = SimpleIMAPRetriever\n"
             f"server = {spec['host']}\nport = {spec['port']}\n"
-            f"username = {spec['user']}\npassword = {spec['password']}\n"
+            f"username = {spec['user']}\npassword = {spec['password']}\ntimeout = 20\n"
             f'mailboxes = ("{spec["folder"]}",)\n'
             f"[destination]\ntype = Maildir\npath = {maildir}/\n"
             "[options]\nread_all = true\ndelete = false\nverbose = 0\n"
@@ -117,7 +118,17 @@ def phase_getmail(spec: dict[str, Any]) -> dict[str, Any]:
         prefix, _ = _unprivileged(home)
         env = dict(os.environ, HOME=str(home))
         argv = [*prefix, "getmail", "--getmaildir", str(home), "--rcfile", "getmailrc"]
-        seconds, cpu, _output = _timed(argv, env)
+        for attempt in range(1, GETMAIL_ATTEMPTS + 1):
+            for old in (maildir / "new").iterdir():
+                old.unlink()
+            try:
+                seconds, cpu, _output = _timed(argv, env)
+                break
+            except RuntimeError as exc:
+                # getmail forks a child per letter and can miss its SIGCHLD (it then waits
+                # for its timeout and gives up): try again, and say so if it keeps failing
+                if attempt == GETMAIL_ATTEMPTS:
+                    return {"error": str(exc).splitlines()[-1][:200]}
         files = list((maildir / "new").iterdir())
         size = sum(f.stat().st_size for f in files)
         return {"letters": len(files), "bytes": size, "seconds": seconds, "cpu": cpu}
