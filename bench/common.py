@@ -194,18 +194,6 @@ def tree_figures(root: int) -> dict[str, Any]:
     }
 
 
-def named_processes(name: str) -> list[int]:
-    """List the pids whose command name starts with ``name`` (e.g. Dovecot's processes)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
-                if comm.startswith(name):
-                    found.append(int(entry.name))
-    return found
-
-
 def processes_figures(pids: list[int]) -> dict[str, float]:
     """Sum RSS (KB) and CPU seconds over some processes."""
     rss, cpu = 0, 0.0
