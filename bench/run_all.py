@@ -4,6 +4,7 @@ Run by hand (it is not a test)::
 
     .venv/bin/python bench/run_all.py                    # everything, 3 rounds each
     .venv/bin/python bench/run_all.py --quick --repeat 1 # a smoke run, small sizes
+    .venv/bin/python bench/run_all.py --medium           # reduced sizes, for a busy machine
     .venv/bin/python bench/run_all.py --only push,outbox --out results.md
 
 Each benchmark runs as its own script (``bench/NAME.py``, which also runs alone) in its own
@@ -39,6 +40,14 @@ BENCHMARKS = {
     "memory": ["memory.py"],
 }
 NO_DATABASE = {"rules.py"}  # scripts that take no database options
+# --medium: sizes between --quick and the full run, for a busy machine (1,000 folders stay)
+MEDIUM = {
+    "ingest.py": ["--letters", "3000", "--getmail-letters", "300"],
+    "push.py": ["--letters", "50", "--backlog", "2000"],
+    "outbox.py": ["--letters", "300"],
+    "rules.py": ["--letters", "3000"],
+    "moves.py": ["--letters", "3000"],
+}
 
 
 def command(script: str, args: argparse.Namespace, figures: Path) -> list[str]:
@@ -47,6 +56,8 @@ def command(script: str, args: argparse.Namespace, figures: Path) -> list[str]:
     argv += ["--figures", str(figures)]
     if args.quick:
         argv.append("--quick")
+    elif args.medium:
+        argv += MEDIUM.get(script, [])
     if script not in NO_DATABASE:
         argv += ["--postgres-url", args.postgres_url]
         if args.skip_postgres:
@@ -72,7 +83,9 @@ def run_script(script: str, args: argparse.Namespace, workdir: Path) -> list[dic
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="rounds per benchmark (3)")
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    sizes.add_argument("--medium", action="store_true", help="reduced sizes, for a busy machine")
     parser.add_argument(
         "--only", help=f"comma-separated benchmarks to run, of: {', '.join(BENCHMARKS)}"
     )
@@ -102,7 +115,7 @@ def main() -> int:
     report = "\n".join(
         [
             f"{started:%Y-%m-%d}, {machine()}; `bench/run_all.py"
-            + (" --quick" if args.quick else "")
+            + (" --quick" if args.quick else " --medium" if args.medium else "")
             + f" --repeat {args.repeat}`"
             + (f" `--only {args.only}`" if args.only else "")
             + f", {minutes:.0f} minutes. Medians of {args.repeat} round(s)"
