@@ -15,27 +15,25 @@ from 1 KB to 5 MB, skewed towards small ones) and then measures, on exactly thos
              and store, on a fresh SQLite file and on a fresh PostgreSQL database.
 
 Every measured phase runs in its own subprocess, started by a small launcher process, so each
-peak RSS figure is that phase's own. maild is held to (c) / (b) >= 1.5: parsing in parallel
+peak RSS figure is that phase's own. maild is held to (c) / (b) >= 1.8: parsing in parallel
 off the event loop, overlapped with fetching and storing, should beat one core of
-mail-parser by half again. bench/README.md explains every figure.
+mail-parser by 80 %; and, against the usual mail fetchers on the same folder, to at least
+2 x fetchmail's rate and 8 x getmail6's (each measured when installed). bench/README.md
+explains every figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import random
 import re
-import resource
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -43,227 +41,39 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# Only the standard library at import time: the daemon's parser pool uses "spawn", which
-# re-imports this module in every worker, and the workers must stay as lean as in production.
+# Only the standard library (and bench/common.py, bench/peers.py, which keep to it) at import
+# time: the daemon's parser pool uses "spawn", which re-imports this module in every worker,
+# and the workers must stay as lean as in production.
+import peers
+from common import (
+    DB_LABEL,
+    MB,
+    Launcher,
+    PeakSampler,
+    Sampler,
+    add_common_options,
+    database,
+    figure,
+    finish,
+    kb,
+    log,
+    machine_busy,
+    rate,
+    run_phases,
+    usage,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-PG_ENV = "MAILD_BENCH_POSTGRES_URL"
 USER, PASSWORD, FOLDER = "bench", "bench-pw", "Bench"
 SEED = 20261123
-TARGET = 1.5
+TARGET = 1.8  # (c) / (b) on 2 cores
+TARGET_FETCHMAIL = 2.0  # maild / fetchmail
+TARGET_GETMAIL = 8.0  # maild / getmail6
 FETCH_CHUNK = 150  # letters per UID FETCH, the same as maild's BODY_CHUNK
-MB = 1024 * 1024
-TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+SCRIPT = str(Path(__file__).resolve())
 
 # (share of letters, smallest, largest) in bytes; sizes are log-uniform inside a band
 SIZE_BANDS = ((0.85, 1_000, 20_000), (0.14, 20_000, 300_000), (0.01, 300_000, 5_000_000))
 BAND_NAMES = ("1-20 KB", "20-300 KB", "0.3-5 MB")
-
-
-# --------------------------------------------------------------------------------------------
-# Measuring helpers
-# --------------------------------------------------------------------------------------------
-
-
-def vm_hwm(pid: int | str = "self") -> int | None:
-    """Give a process's own peak RSS in KB (VmHWM), which, unlike ru_maxrss, exec resets."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def usage() -> dict[str, Any]:
-    """Give ru_maxrss (KB on Linux) and CPU seconds of this process and its waited-for children."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {
-        "rss_self_kb": me.ru_maxrss,
-        "rss_children_kb": children.ru_maxrss,
-        "hwm_self_kb": vm_hwm(),
-        "cpu_self": me.ru_utime + me.ru_stime,
-        "cpu_children": children.ru_utime + children.ru_stime,
-    }
-
-
-def machine_busy() -> float | None:
-    """Give the CPU seconds every process on the machine has used so far (from /proc/stat)."""
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = stat.readline().split()
-    except OSError:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
-    return (user + nice + system + irq + softirq) / TICK
-
-
-def _task_cpu(path: str) -> float | None:
-    """Read utime + stime of a process or thread from its stat file, in seconds."""
-    try:
-        with open(path, "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def _thread_kind(thread: threading.Thread) -> str:
-    """Name the part of maild a thread of its process belongs to."""
-    if thread is threading.main_thread():
-        return "event loop"
-    if type(thread).__name__ == "_ExecutorManagerThread" or thread.name == "QueueFeederThread":
-        return "parser pool threads"
-    if "_connection_worker_thread" in thread.name:
-        return "aiosqlite thread"
-    return "other or ended threads"
-
-
-class Sampler(threading.Thread):
-    """Watch maild's process while it runs: CPU per thread, and its children's own peak RSS.
-
-    A child's ru_maxrss starts from its parent's peak at the moment of the fork (Linux keeps it
-    across exec), so RUSAGE_CHILDREN over-states parser workers started by a big process;
-    their VmHWM, read here while they live, is their own figure.
-    """
-
-    def __init__(self, interval: float = 0.2, child_every: int = 2) -> None:
-        super().__init__(name="bench-sampler", daemon=True)
-        self.interval = interval
-        self.child_every = child_every
-        self.child_peaks: dict[str, int] = {}
-        self.threads: dict[int, tuple[str, float]] = {}  # native id -> (kind, CPU seconds)
-        self.baseline: dict[int, float] = {}
-        self._done = threading.Event()
-        self._sample_threads(into=self.baseline)
-
-    def run(self) -> None:
-        ticks = 0
-        while not self._done.wait(self.interval):
-            self._sample_threads()
-            ticks += 1
-            if ticks % self.child_every == 0:
-                self._sample_children()
-
-    def _sample_threads(self, into: dict[int, float] | None = None) -> None:
-        """Read the CPU time of every thread of this process."""
-        for thread in threading.enumerate():
-            if thread.native_id is None or thread is self:
-                continue
-            seconds = _task_cpu(f"/proc/self/task/{thread.native_id}/stat")
-            if seconds is None:
-                continue
-            if into is not None:
-                into[thread.native_id] = seconds
-            else:
-                self.threads[thread.native_id] = (_thread_kind(thread), seconds)
-
-    def _sample_children(self) -> None:
-        """Read the VmHWM of every current child, found by its parent pid in /proc."""
-        me = os.getpid()
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit() or int(entry.name) < me:
-                continue  # children get pids after ours (a wrap-around is ignored)
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as stat:
-                    fields = stat.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[1]) == me:
-                hwm = vm_hwm(entry.name)
-                if hwm is not None:
-                    self.child_peaks[entry.name] = max(self.child_peaks.get(entry.name, 0), hwm)
-
-    def stop(self) -> tuple[dict[str, float], int | None]:
-        """Stop; give CPU seconds by thread kind since the start, and the largest child's VmHWM."""
-        self._done.set()
-        self.join()
-        self._sample_threads()
-        by_kind: dict[str, float] = {}
-        for native_id, (kind, seconds) in self.threads.items():
-            spent = seconds - self.baseline.get(native_id, 0.0)
-            by_kind[kind] = by_kind.get(kind, 0.0) + spent
-        return by_kind, max(self.child_peaks.values(), default=None)
-
-
-# A lean process that starts every phase: a child's ru_maxrss starts from its parent's peak,
-# so phases must not be started by the main process once it has generated letters. Each line
-# in is a list of jobs run side by side; each line out is their exit codes.
-LAUNCHER = """
-import json, subprocess, sys
-for line in sys.stdin:
-    jobs = json.loads(line)
-    outs = [open(job["log"], "wb") for job in jobs]
-    procs = [subprocess.Popen(job["argv"], env=job["env"], stdout=out, stderr=out)
-             for job, out in zip(jobs, outs)]
-    codes = [proc.wait() for proc in procs]
-    for out in outs:
-        out.close()
-    sys.stdout.write(json.dumps(codes) + "\\n")
-    sys.stdout.flush()
-"""
-
-
-class Launcher:
-    """Run phase subprocesses from the lean launcher process."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
-
-    def run(self, jobs: list[dict[str, Any]]) -> list[int]:
-        """Run commands side by side to their end; give their exit codes."""
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps(jobs).encode() + b"\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline()
-        if not answer:
-            raise RuntimeError("the launcher process died")
-        return [int(code) for code in json.loads(answer)]
-
-    def close(self) -> None:
-        """End the launcher."""
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        self.process.wait(timeout=30)
-
-
-def run_phases(
-    launcher: Launcher, name: str, specs: list[dict[str, Any]], workdir: Path
-) -> list[dict[str, Any]]:
-    """Run one phase in fresh interpreters (several side by side) and give their JSON results."""
-    env = {k: v for k, v in os.environ.items() if k != "MAILD_DATABASE_URL"}  # no override
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    jobs, results = [], []
-    for spec in specs:
-        tag = f"{name}-{spec.get('label', 'run')}-{uuid.uuid4().hex[:6]}"
-        result_file, log_file = workdir / f"{tag}.json", workdir / f"{tag}.log"
-        argv = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--phase",
-            name,
-            json.dumps(spec),
-            str(result_file),
-        ]
-        jobs.append({"argv": argv, "env": env, "log": str(log_file)})
-        results.append((result_file, log_file))
-    codes = launcher.run(jobs)
-    out = []
-    for code, (result_file, log_file) in zip(codes, results, strict=True):
-        if code != 0 or not result_file.exists():
-            tail = log_file.read_text(errors="replace").splitlines()[-30:]
-            raise RuntimeError(f"phase {name} failed ({code}):\n" + "\n".join(tail))
-        out.append(dict(json.loads(result_file.read_text())))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,21 +133,6 @@ def read_spool(path: Path) -> Iterator[bytes]:
         while header := spool.read(8):
             (length,) = struct.unpack(">Q", header)
             yield spool.read(length)
-
-
-def rate(count: float, seconds: float) -> float:
-    """Divide, giving 0 for a phase that took no time."""
-    return count / seconds if seconds > 0 else 0.0
-
-
-def kb(value: int | None) -> str:
-    """Format a KB figure with thousands separators."""
-    return "-" if value is None else f"{value:,}"
-
-
-def log(message: str = "") -> None:
-    """Print a progress line at once."""
-    print(message, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,6 +291,8 @@ def phase_daemon(spec: dict[str, Any]) -> dict[str, Any]:
         profiler = cProfile.Profile()
     sampler = Sampler()
     sampler.start()
+    peak = PeakSampler(os.getpid())  # maild and its workers together, sampled
+    peak.start()
     before, machine_before = usage(), machine_busy()
     began = time.perf_counter()
     if profiler is not None:
@@ -506,11 +303,13 @@ def phase_daemon(spec: dict[str, Any]) -> dict[str, Any]:
     seconds = time.perf_counter() - began
     after, machine_after = usage(), machine_busy()
     threads, worker_hwm = sampler.stop()
+    tree_peak = peak.stop()
     if profiler is not None:
         profiler.dump_stats(spec["profile"])
     measured = {
         **after,
         "hwm_children_kb": worker_hwm,
+        "tree_peak_kb": tree_peak,
         "cpu_self": after["cpu_self"] - before["cpu_self"],  # the run only, not imports
         "cpu_children": after["cpu_children"] - before["cpu_children"],
         "cpu_threads": threads,
@@ -596,6 +395,7 @@ def measure_parse(launcher: Launcher, spool: Path, workdir: Path, parts: int) ->
     """(b) with one process, (b') with one process per core side by side; merged into one result."""
     results = run_phases(
         launcher,
+        SCRIPT,
         "parse",
         [
             {"label": f"{part}of{parts}", "spool": str(spool), "part": part, "parts": parts}
@@ -646,7 +446,7 @@ def end_to_end(
             else None
         ),
     }
-    return run_phases(launcher, "daemon", [spec], workdir)[0]
+    return run_phases(launcher, SCRIPT, "daemon", [spec], workdir)[0]
 
 
 def print_rss(result: dict[str, Any]) -> None:
@@ -848,22 +648,202 @@ def report(
         log(extra + f", {rate(c_rate, a_rate):.1%} of stdlib imaplib's fetch rate (a)")
 
 
+def measure_peers(
+    launcher: Launcher, imap: dict[str, Any], workdir: Path, args: argparse.Namespace
+) -> dict[str, dict[str, Any] | None]:
+    """Retrieve the same folder with fetchmail (all of it) and getmail6 (its first letters)."""
+    found: dict[str, dict[str, Any] | None] = {}
+    for tool in ("fetchmail", "getmail"):
+        spec = {**imap, "password": PASSWORD, "limit": args.getmail_letters}
+        result = peers.run_peer(launcher, tool, spec, workdir)
+        found[tool] = result
+        if result is None:
+            log(f"-- {peers.NAMES[tool]}: not installed")
+            continue
+        if "error" in result:
+            log(f"-- {peers.NAMES[tool]}: failed every attempt: {result['error']}")
+            continue
+        log(
+            f"-- {peers.NAMES[tool]}: {result['letters']:,} letters, "
+            f"{result['bytes'] / MB:,.1f} MB in {result['seconds']:.2f} s: "
+            f"{rate(result['letters'], result['seconds']):,.1f} letters/s, "
+            f"CPU {1000 * rate(result['cpu'], result['letters']):.2f} ms/letter"
+        )
+    return found
+
+
+def one_round(
+    launcher: Launcher,
+    spool: Path,
+    server: Any,
+    workdir: Path,
+    args: argparse.Namespace,
+    mbytes: float,
+    results: dict[str, Any],
+) -> None:
+    """Measure (b), (b'), (c) on each database and the peers once, appending to ``results``."""
+    cores = os.cpu_count() or 1
+    log("-- (b) parse: maild.ingest.parse.parse_letter (mail-parser), one process, one core")
+    results["parses"].append(measure_parse(launcher, spool, workdir, 1))
+    print_parse(results["parses"][-1], mbytes, None)
+    if cores > 1:
+        log(f"-- (b') parse on every core: {cores} processes side by side, one letter in {cores}")
+        results["parallels"].append(measure_parse(launcher, spool, workdir, cores))
+        print_parse(results["parallels"][-1], mbytes, results["parses"][-1])
+    for kind, runs in results["daemons"].items():
+        label = DB_LABEL[kind]
+        log(f"-- (c) maild end to end on {label}: Daemon(config).run(once=True), first_sync=record")
+        with database(kind, workdir, args.postgres_url) as url:
+            d = end_to_end(launcher, kind, url, server, workdir, args)
+        runs.append(d)
+        print_daemon(d, args.letters, mbytes)
+        if d["rows"] != args.letters or not d["ok"]:
+            raise RuntimeError(f"maild stored {d['rows']} rows of {args.letters} on {label}")
+    if not args.skip_peers:
+        imap = {"host": server.host, "port": server.port, "user": USER, "folder": FOLDER}
+        results["peers"].append(measure_peers(launcher, imap, workdir, args))
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Seed the folder, fetch it with imaplib, then run the rounds; give every result."""
+    launcher = Launcher()  # first, while this process is still small
+    from maild.testing.dovecot import DovecotServer
+
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        args.profile = str(Path(args.profile).resolve())
+    workdir = Path(tempfile.mkdtemp(prefix="maild-bench-"))
+    server = DovecotServer(workdir / "dovecot", {USER: PASSWORD})
+    log(
+        f"maild ingest benchmark: {args.letters:,} letters, seed {args.seed}, "
+        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    )
+    try:
+        server.start()
+        server.create_folder(USER, FOLDER)
+        log("-- seeding: generate letters (maild.testing.samples.random_letter), APPEND to Dovecot")
+        seeded = seed(server, args.letters, args.seed)
+        print_seeded(seeded)
+        served = warm_up(server)
+        if served != seeded["bytes"]:
+            log(f"   note: Dovecot reports {served:,} bytes for {seeded['bytes']:,} appended")
+        spool = workdir / "letters.spool"
+        imap = {"host": server.host, "port": server.port, "user": USER, "password": PASSWORD}
+        log(f"-- (a) fetch: stdlib imaplib, UID FETCH BODY.PEEK[], {FETCH_CHUNK} letters a command")
+        fetched = run_phases(
+            launcher,
+            SCRIPT,
+            "fetch",
+            [{**imap, "folder": FOLDER, "chunk": FETCH_CHUNK, "spool": str(spool)}],
+            workdir,
+        )[0]
+        mbytes = fetched["bytes"] / MB
+        print_rate(fetched, fetched["letters"], mbytes)
+        print_rss(fetched)
+        if fetched["letters"] != args.letters:
+            raise RuntimeError(f"imaplib fetched {fetched['letters']} of {args.letters} letters")
+        kinds = ["sqlite"] if args.skip_postgres else ["sqlite", "postgresql"]
+        results: dict[str, Any] = {
+            "seeded": seeded,
+            "fetched": fetched,
+            "parses": [],
+            "parallels": [],
+            "daemons": {kind: [] for kind in kinds},
+            "peers": [],
+        }
+        for round_no in range(1, args.repeat + 1):
+            if args.repeat > 1:
+                log(f"== round {round_no} of {args.repeat}")
+            one_round(launcher, spool, server, workdir, args, mbytes, results)
+        spool.unlink()
+        return results
+    finally:
+        server.close()
+        launcher.close()
+        if args.keep:
+            log(f"work directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def print_seeded(seeded: dict[str, Any]) -> None:
+    """Print what seeding made."""
+    bands = ", ".join(
+        f"{name}: {n:,} ({rate(n, seeded['letters']):.1%}, {b / MB:,.1f} MB)"
+        for name, (n, b) in zip(BAND_NAMES, seeded["bands"], strict=True)
+    )
+    log(
+        f"   {seeded['letters']:,} letters, {seeded['bytes'] / MB:,.1f} MB "
+        f"(smallest {seeded['smallest']:,} B, largest {seeded['largest']:,} B) "
+        f"in {seeded['seconds']:.1f} s: generating {seeded['generate_seconds']:.1f} s, "
+        f"APPEND {seeded['append_seconds']:.1f} s "
+        f"({rate(seeded['bytes'] / MB, seeded['append_seconds']):.1f} MB/s)"
+    )
+    log(f"   sizes: {bands}")
+    log(f"   peak RSS (ru_maxrss) of the main process: {kb(seeded['rss_self_kb'])} KB")
+
+
+def figures(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The suite's rows: maild against mail-parser, raw imaplib, fetchmail and getmail6."""
+    cores = os.cpu_count() or 1
+    parse = [rate(p["letters"], p["seconds"]) for p in results["parses"]]
+    daemons = {
+        kind: [rate(d["rows"], d["seconds"]) for d in runs]
+        for kind, runs in results["daemons"].items()
+    }
+    rows = [
+        figure(
+            "ingest",
+            f"fetch+parse+store, {DB_LABEL[kind]}, {cores} cores",
+            "letters/s",
+            values,
+            peer="mail-parser alone, 1 core",
+            peer_values=parse,
+            target=(("ratio_min", TARGET) if cores == 2 else None),
+        )
+        for kind, values in daemons.items()
+    ]
+    fetched = results["fetched"]
+    rows.append(
+        figure(
+            "ingest",
+            "fetch+parse+store, SQLite",
+            "letters/s",
+            daemons["sqlite"],
+            peer="stdlib imaplib fetch only",
+            peer_values=[rate(fetched["letters"], fetched["seconds"])],
+        )
+    )
+    slower = [min(values) for values in zip(*daemons.values(), strict=True)]
+    for tool, target in (("fetchmail", TARGET_FETCHMAIL), ("getmail", TARGET_GETMAIL)):
+        runs = [r for found in results["peers"] if (r := found.get(tool)) and "error" not in r]
+        what = "fetch+parse+store, slower database"
+        if args.skip_peers:
+            note = "not measured (--skip-peers)"
+        else:
+            note = "not installed" if not peers.installed(tool) else "failed every attempt"
+        peer = {
+            "fetchmail": "fetchmail, IMAP → BSMTP file",
+            "getmail": f"getmail6, IMAP → Maildir, first {args.getmail_letters:,} letters",
+        }[tool]
+        rows.append(
+            figure(
+                "ingest",
+                what,
+                "letters/s",
+                slower,
+                peer=peer,
+                peer_values=[rate(r["letters"], r["seconds"]) for r in runs] or None,
+                peer_note=note,
+                target=("ratio_min", target),
+            )
+        )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--letters", type=int, default=10_000, help="letters to seed (10000)")
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(PG_ENV, DEFAULT_PG),
-        help=f"PostgreSQL server to make a throwaway database on (env {PG_ENV}, "
-        f"default {DEFAULT_PG})",
-    )
-    parser.add_argument("--skip-postgres", action="store_true", help="measure (c) on SQLite only")
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        help="rounds of (b), (b') and (c), alternating; the table shows medians",
-    )
+    parser.add_argument("--letters", type=int, help="letters to seed (10000; --quick: 500)")
     parser.add_argument("--seed", type=int, default=SEED, help=f"random seed ({SEED})")
     parser.add_argument(
         "--log-level",
@@ -881,157 +861,37 @@ def main() -> int:
         default=0,
         help="daemon.parse_workers during (c); 0 (the default) is maild's own default",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
-    parser.add_argument("--phase", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--skip-peers", action="store_true", help="do not run fetchmail and getmail6"
+    )
+    parser.add_argument(
+        "--getmail-letters",
+        type=int,
+        help="letters getmail6 retrieves per round (1000; --quick: 200): it is slow",
+    )
+    add_common_options(parser)
     args = parser.parse_args()
-
-    if args.phase:  # a worker subprocess
-        name, spec, result_file = args.phase
-        result = PHASES[name](json.loads(spec))
-        Path(result_file).write_text(json.dumps(result))
-        return 0
-
+    args.letters = args.letters or (500 if args.quick else 10_000)
+    args.getmail_letters = min(args.letters, args.getmail_letters or (200 if args.quick else 1_000))
     if args.letters < 1 or args.repeat < 1:
         parser.error("--letters and --repeat must be at least 1")
-    from maild.testing.postgres import pg_admin  # not at import time: see the note at the top
-
     if not args.skip_postgres:  # fail before the minutes of seeding, not after
-        try:
-            asyncio.run(pg_admin(args.postgres_url, "SELECT 1"))
-        except Exception as exc:
-            parser.error(
-                f"PostgreSQL at --postgres-url is not usable ({type(exc).__name__}: "
-                f"{exc}); pass --skip-postgres to measure SQLite only"
-            )
-    launcher = Launcher()  # first, while this process is still small
-    from maild.testing.dovecot import DovecotServer
+        from common import check_postgres
 
+        problem = check_postgres(args.postgres_url)
+        if problem is not None:
+            parser.error(f"PostgreSQL is not usable ({problem}); pass --skip-postgres")
+    results = measure(args)
+    daemons = {DB_LABEL[kind]: runs for kind, runs in results["daemons"].items()}
+    report(results["seeded"], results["fetched"], results["parses"], results["parallels"], daemons)
     if args.profile:
-        Path(args.profile).mkdir(parents=True, exist_ok=True)
-        args.profile = str(Path(args.profile).resolve())
-    cores = os.cpu_count() or 1
-    workdir = Path(tempfile.mkdtemp(prefix="maild-bench-"))
-    server = DovecotServer(workdir / "dovecot", {USER: PASSWORD})
-    log(
-        f"maild ingest benchmark: {args.letters:,} letters, seed {args.seed}, {cores} cores, "
-        f"Python {sys.version.split()[0]}"
-    )
-    try:
-        server.start()
-        server.create_folder(USER, FOLDER)
-
-        log("-- seeding: generate letters (maild.testing.samples.random_letter), APPEND to Dovecot")
-        seeded = seed(server, args.letters, args.seed)
-        bands = ", ".join(
-            f"{name}: {n:,} ({rate(n, seeded['letters']):.1%}, {b / MB:,.1f} MB)"
-            for name, (n, b) in zip(BAND_NAMES, seeded["bands"], strict=True)
-        )
-        log(
-            f"   {seeded['letters']:,} letters, {seeded['bytes'] / MB:,.1f} MB "
-            f"(smallest {seeded['smallest']:,} B, largest {seeded['largest']:,} B) "
-            f"in {seeded['seconds']:.1f} s: generating {seeded['generate_seconds']:.1f} s, "
-            f"APPEND {seeded['append_seconds']:.1f} s "
-            f"({rate(seeded['bytes'] / MB, seeded['append_seconds']):.1f} MB/s)"
-        )
-        log(f"   sizes: {bands}")
-        log(f"   peak RSS (ru_maxrss) of the main process: {kb(seeded['rss_self_kb'])} KB")
-        served = warm_up(server)
-        if served != seeded["bytes"]:
-            log(
-                f"   note: Dovecot reports {served:,} bytes (RFC822.SIZE) for "
-                f"{seeded['bytes']:,} appended"
-            )
-
-        spool = workdir / "letters.spool"
-        imap = {
-            "host": server.host,
-            "port": server.port,
-            "user": USER,
-            "password": PASSWORD,
-            "folder": FOLDER,
-        }
-        log(
-            f"-- (a) fetch: stdlib imaplib, UID FETCH BODY.PEEK[], {FETCH_CHUNK} letters a "
-            f"command, one connection"
-        )
-        fetched = run_phases(
-            launcher, "fetch", [{**imap, "chunk": FETCH_CHUNK, "spool": str(spool)}], workdir
-        )[0]
-        mbytes = fetched["bytes"] / MB
-        print_rate(fetched, fetched["letters"], mbytes)
-        print_rss(fetched)
-        if fetched["letters"] != args.letters:
-            raise RuntimeError(f"imaplib fetched {fetched['letters']} of {args.letters} letters")
-
-        parses: list[dict[str, Any]] = []
-        parallels: list[dict[str, Any]] = []
-        daemons: dict[str, list[dict[str, Any]]] = {"SQLite": []}
-        if not args.skip_postgres:
-            daemons["PostgreSQL"] = []
-        for round_no in range(1, args.repeat + 1):
-            if args.repeat > 1:
-                log(f"== round {round_no} of {args.repeat}")
-            log(
-                "-- (b) parse: maild.ingest.parse.parse_letter (mail-parser), one process, one core"
-            )
-            parses.append(measure_parse(launcher, spool, workdir, 1))
-            print_parse(parses[-1], mbytes, None)
-            if cores > 1:
-                log(
-                    f"-- (b') parse on every core: {cores} processes side by side, each "
-                    f"parsing one letter in {cores}"
-                )
-                parallels.append(measure_parse(launcher, spool, workdir, cores))
-                print_parse(parallels[-1], mbytes, parses[-1])
-            for label, runs in daemons.items():
-                log(
-                    f"-- (c) maild end to end on {label}: Daemon(config).run(once=True), "
-                    f"first_sync=record"
-                )
-                if label == "SQLite":
-                    db = workdir / f"bench-{round_no}.db"
-                    d = end_to_end(
-                        launcher, "sqlite", f"sqlite+aiosqlite:///{db}", server, workdir, args
-                    )
-                    for leftover in workdir.glob(f"{db.name}*"):
-                        leftover.unlink()
-                else:
-                    from sqlalchemy.engine import make_url
-
-                    name = f"maild_bench_{uuid.uuid4().hex[:10]}"
-                    asyncio.run(pg_admin(args.postgres_url, f'CREATE DATABASE "{name}"'))
-                    try:
-                        url = (
-                            make_url(args.postgres_url)
-                            .set(database=name)
-                            .render_as_string(hide_password=False)
-                        )
-                        d = end_to_end(launcher, "postgresql", url, server, workdir, args)
-                    finally:
-                        asyncio.run(
-                            pg_admin(
-                                args.postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-                            )
-                        )
-                runs.append(d)
-                print_daemon(d, args.letters, mbytes)
-                if d["rows"] != args.letters or not d["ok"]:
-                    raise RuntimeError(
-                        f"maild stored {d['rows']} rows of {args.letters} on {label}"
-                    )
-        spool.unlink()
-        report(seeded, fetched, parses, parallels, daemons)
-        if args.profile:
-            log(f"\ncProfile data: {args.profile}/daemon-*.prof (figures above are slowed by it)")
-        return 0
-    finally:
-        server.close()
-        launcher.close()
-        if args.keep:
-            log(f"work directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        log(f"\ncProfile data: {args.profile}/daemon-*.prof (figures above are slowed by it)")
+    finish(figures(results, args), args)
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from common import phase_entry
+
+    if not phase_entry(PHASES):
+        sys.exit(main())

@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from common import add_common_options, figure, finish  # noqa: E402
+
 from maild.core.decision import LetterFacts  # noqa: E402
 from maild.ingest.parse import parse_letter  # noqa: E402
 from maild.rules.engine import evaluate  # noqa: E402
@@ -89,19 +91,15 @@ def config(rules: int) -> Config:
     )
 
 
-def main() -> None:
-    """Build, parse, evaluate, and print the figures beside the parse rate."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--letters", type=int, default=10_000)
-    parser.add_argument("--rules", type=int, default=200)
-    args = parser.parse_args()
+def measure(letters: int, rules: int) -> tuple[float, float, int]:
+    """Build, parse and evaluate once; give the parse and evaluation rates and the hits."""
     rng = random.Random(SEED)
-    raws = [random_letter(rng, i, size) for i, size in enumerate(sizes(rng, args.letters))]
+    raws = [random_letter(rng, i, size) for i, size in enumerate(sizes(rng, letters))]
     megabytes = sum(map(len, raws)) / 2**20
     started = time.perf_counter()
     parsed = [parse_letter(raw) for raw in raws]
     parse_seconds = time.perf_counter() - started
-    ruleset = config(args.rules).ruleset
+    ruleset = config(rules).ruleset
     facts = [
         LetterFacts(letter, account="sales", folder="INBOX", size=len(raw))
         for letter, raw in zip(parsed, raws, strict=True)
@@ -112,7 +110,6 @@ def main() -> None:
     parse_rate = len(raws) / parse_seconds
     eval_rate = len(raws) / eval_seconds
     ratio = eval_rate / parse_rate
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"letters: {len(raws)} ({megabytes:.1f} MB), rules: {len(ruleset)}, hits: {hits}")
     print(f"peer  mail-parser parse, 1 core:     {parse_rate:>9.0f} letters/s")
     print(f"maild rules evaluation, 1 core:      {eval_rate:>9.0f} letters/s")
@@ -121,7 +118,30 @@ def main() -> None:
         f"{'met' if ratio >= TARGET else 'MISSED'})"
     )
     print(f"per letter: evaluation {1e6 / eval_rate:.0f} us, parse {1e6 / parse_rate:.0f} us")
+    return parse_rate, eval_rate, hits
+
+
+def main() -> None:
+    """Build, parse, evaluate, and print the figures beside the parse rate."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--letters", type=int, help="letters (10000; --quick 500)")
+    parser.add_argument("--rules", type=int, default=200)
+    add_common_options(parser, postgres=False)
+    args = parser.parse_args()
+    args.letters = args.letters or (500 if args.quick else 10_000)
+    rounds = [measure(args.letters, args.rules) for _ in range(args.repeat)]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {peak:.0f} MB")
+    row = figure(
+        "rules",
+        f"{args.rules} rules evaluated, {args.letters:,} letters, 1 core",
+        "letters/s",
+        [eval_rate for _, eval_rate, _ in rounds],
+        peer="mail-parser parsing them, 1 core",
+        peer_values=[parse_rate for parse_rate, _, _ in rounds],
+        target=("ratio_min", TARGET),
+    )
+    finish([row], args)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from maild.settings import (
     insecure_transports,
     load_config,
 )
+from maild.watchdog import watch_loop
 
 log = get_logger(__name__)
 _T = TypeVar("_T")
@@ -131,6 +132,7 @@ class Daemon:
             self.config.daemon.parse_workers, timeout=self.config.daemon.parse_timeout_seconds
         )
         result = RunResult(status=self.status)
+        watchdog = asyncio.create_task(watch_loop(), name="watchdog")
         try:
             sessions = session_factory(engine)
             folder_ids = await prepare_folders(sessions, self.config)
@@ -159,6 +161,9 @@ class Daemon:
                 async with sessions() as session:
                     result.outbox_left = await outbox_db.counts(session)
         finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
             if self.autoreply is not None:
                 self.autoreply.stop()
             if self.dispatcher is not None:
