@@ -107,7 +107,11 @@ async def test_each_shape_becomes_the_right_client(sessions: Sessions) -> None:
     assert len(report.matches) == 3
     assert any("same address known8@clients.example" in m for m in report.matches)
     assert any('same company ""Existing 9""' in m for m in report.matches)
-    assert any('same company "ООО «Company 3»"' in m for m in report.matches)
+    # On PostgreSQL the two spellings of Company 3 are converted in parallel: either may come first.
+    assert any(
+        'same company "ООО «Company 3»"' in m or 'same company "Company 3"' in m
+        for m in report.matches
+    )
     assert not await _flag(sessions)
 
 
