@@ -27,7 +27,7 @@ from tests.reliability.checks import ACCOUNT, MODES, check_forward, check_reply
 from tests.reliability.hostile import BODIES, EOLS, HEADER_LINES
 
 CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-# About 15 s on an idle core, 30 s on a busy one; MAILD_FUZZ_EXAMPLES=30000 explores further.
+# 9 s on a quiet machine, 30 s on a busy one; MAILD_FUZZ_EXAMPLES=30000 explores further.
 EXAMPLES = int(os.environ.get("MAILD_FUZZ_EXAMPLES", "600"))
 ACCOUNTS = {"sales": AccountInfo(watched=("INBOX",), deleted="Trash", address=ACCOUNT.address)}
 
