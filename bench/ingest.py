@@ -8,8 +8,8 @@ One run seeds a throwaway Dovecot folder with N realistic letters (deterministic
 from 1 KB to 5 MB, skewed towards small ones) and then measures, on exactly those letters:
 
 (a)  fetch   stdlib ``imaplib``: ``UID FETCH BODY.PEEK[]``, 150 letters a command;
-(b)  parse   mail-parser alone, through ``maild.ingest.parse.parse_letter``, in one process
-             on one core; (b) x ``os.cpu_count()`` is the limit that implies on every core;
+(b)  parse   mail-parser alone (``mailparser.parse_from_bytes``) in one process on one core,
+             beside maild's own parse of the same letters; (b) x ``os.cpu_count()`` is the limit that implies on every core;
 (b') parse   the same, measured on every core: one process per core side by side;
 (c)  maild   ``Daemon(config).run(once=True)`` with ``first_sync = "record"``: fetch, parse
              and store, on a fresh SQLite file and on a fresh PostgreSQL database.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -178,13 +179,19 @@ def phase_fetch(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def phase_parse(spec: dict[str, Any]) -> dict[str, Any]:
-    """(b) Parse the fetched letters (every ``parts``-th one) with mail-parser, in this process."""
+    """(b) Parse the fetched letters (every ``parts``-th one) with mail-parser, in this process.
+
+    With ``also_maild``, each letter is also given to maild's own parse (what its workers run:
+    mail-parser, the fields maild keeps, the SHA-256), timed apart, so both share the noise.
+    """
+    import mailparser
+
     from maild.errors import ParseError
-    from maild.ingest.parse import parse_letter
+    from maild.ingest.parse import parse_and_hash
 
     part, parts = spec.get("part", 0), spec.get("parts", 1)
     letters = total = failed = 0
-    seconds = 0.0
+    seconds = maild_seconds = 0.0
     first = last = 0.0
     bands = [[0, 0, 0.0] for _ in SIZE_BANDS]  # letters, bytes, seconds per size band
     before = usage()
@@ -194,11 +201,16 @@ def phase_parse(spec: dict[str, Any]) -> dict[str, Any]:
         began = time.monotonic()  # one clock for all processes, to find the common window
         first = first or began
         try:
-            parse_letter(raw)
-        except ParseError:
+            mailparser.parse_from_bytes(raw)
+        except Exception:  # mail-parser raises many kinds on bad input; maild's parse says why
             failed += 1
         last = time.monotonic()
         spent = last - began  # reading the spool is not timed
+        if spec.get("also_maild"):
+            began = time.monotonic()
+            with contextlib.suppress(ParseError):
+                parse_and_hash(raw)
+            maild_seconds += time.monotonic() - began
         seconds += spent
         letters += 1
         total += len(raw)
@@ -215,6 +227,7 @@ def phase_parse(spec: dict[str, Any]) -> dict[str, Any]:
         "failed": failed,
         "bands": bands,
         "window": [first, last],
+        "maild_seconds": maild_seconds,
         **result,
     }
 
@@ -398,7 +411,13 @@ def measure_parse(launcher: Launcher, spool: Path, workdir: Path, parts: int) ->
         SCRIPT,
         "parse",
         [
-            {"label": f"{part}of{parts}", "spool": str(spool), "part": part, "parts": parts}
+            {
+                "label": f"{part}of{parts}",
+                "spool": str(spool),
+                "part": part,
+                "parts": parts,
+                "also_maild": parts == 1,
+            }
             for part in range(parts)
         ],
         workdir,
@@ -487,6 +506,13 @@ def print_parse(result: dict[str, Any], mbytes: float, single: dict[str, Any] | 
         )
         line += f"; {scale:.2f} x (b) on {result.get('processes', cores)} processes"
     log(line)
+    if result.get("maild_seconds"):
+        mine = rate(result["letters"], result["maild_seconds"])
+        log(
+            f"   maild's own parse (parse_and_hash, what its workers run), same letters "
+            f"alternating: {mine:,.1f} letters/s, "
+            f"{rate(result['seconds'], result['maild_seconds']):.2f} x mail-parser alone"
+        )
     print_rss(result)
     for name, (n, b, s) in zip(BAND_NAMES, result.get("bands", []), strict=False):
         if n:
@@ -683,7 +709,7 @@ def one_round(
 ) -> None:
     """Measure (b), (b'), (c) on each database and the peers once, appending to ``results``."""
     cores = os.cpu_count() or 1
-    log("-- (b) parse: maild.ingest.parse.parse_letter (mail-parser), one process, one core")
+    log("-- (b) parse: mail-parser alone (mailparser.parse_from_bytes), one process, one core")
     results["parses"].append(measure_parse(launcher, spool, workdir, 1))
     print_parse(results["parses"][-1], mbytes, None)
     if cores > 1:
@@ -803,6 +829,16 @@ def figures(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str,
         )
         for kind, values in daemons.items()
     ]
+    rows.append(
+        figure(
+            "ingest",
+            "maild's parse alone (parse_and_hash), 1 core",
+            "letters/s",
+            [rate(p["letters"], p["maild_seconds"]) for p in results["parses"]],
+            peer="mail-parser alone, 1 core, same letters alternating",
+            peer_values=parse,
+        )
+    )
     fetched = results["fetched"]
     rows.append(
         figure(

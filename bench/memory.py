@@ -11,7 +11,7 @@ on a fresh SQLite file and a fresh PostgreSQL database. Measured: the peak of th
 sets of maild's process and its parser workers together, sampled every 50 ms, and each one's
 own peak (VmHWM). maild is held to a peak of at most 4 x the largest letter + 100 MB.
 
-The reference is mail-parser alone (``maild.ingest.parse.parse_letter`` in one process)
+The reference is mail-parser alone (``mailparser.parse_from_bytes`` in one process)
 parsing the same letters, fetched with stdlib imaplib: its VmHWM is what one parse of the
 largest letter costs by itself.
 """

@@ -189,6 +189,8 @@ def _headers(mail: Any) -> dict[str, str]:
 
 def bounded_header(raw: bytes) -> tuple[bytes, str | None]:
     """Give the bytes to parse: the letter itself, or its header cut to the limits and a defect."""
+    if _surely_within_limits(raw):
+        return raw, None
     letter = split_letter(raw)
     fields = letter.fields
     total = sum(len(field.raw) for field in fields)
@@ -219,6 +221,20 @@ def bounded_header(raw: bytes) -> tuple[bytes, str | None]:
         "the raw letter is stored whole"
     )
     return b"".join(kept) + letter.body, defect
+
+
+def _surely_within_limits(raw: bytes) -> bool:
+    """Tell, without splitting fields, that a header ending early with few lines cannot break a limit.
+
+    The header ends at the first empty line at the latest, so its fields hold at most the bytes
+    before it and are no more than its lines: under MAX_FIELD_BYTES and MAX_HEADER_FIELDS, every
+    limit holds. Anything else (no empty line, a long header, lone-CR line ends) is split.
+    """
+    ends = [at for at in (raw.find(b"\n\n"), raw.find(b"\n\r\n")) if at >= 0]
+    if not ends or min(ends) >= MAX_FIELD_BYTES:
+        return False
+    head = raw[: min(ends) + 1]
+    return head.count(b"\n") + head.count(b"\r") < MAX_HEADER_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +283,14 @@ def _parse(raw: bytes, kind: type[_Letter], **extra: Any) -> _Letter:
         raise ParseError(f"cannot parse letter: {type(exc).__name__}: {exc}") from exc
 
 
+class _MailParser(mailparser.MailParser):  # type: ignore[misc]
+    """mail-parser without its two summary dicts: maild reads the parts, and the dicts cost a third of a parse."""
+
+    def _make_mail(self, complete: bool = True) -> dict[str, Any]:
+        """Build nothing: ``mail`` and ``mail_partial`` re-read every part and header maild reads itself."""
+        return {}
+
+
 def _mail_of(raw: bytes) -> tuple[Any, str | None]:
     """Run mail-parser; when an attached letter trips it, parse again reading those as files.
 
@@ -276,14 +300,14 @@ def _mail_of(raw: bytes) -> tuple[Any, str | None]:
     attached letters as plain files, and a defect says so.
     """
     try:
-        return mailparser.parse_from_bytes(raw), None
+        return _MailParser.from_bytes(raw), None
     except email.errors.MessageError as exc:
         calmer = _RFC822.sub(rb"\1application/octet-stream", _CHARSET.sub(_ascii_charset, raw))
         defect = (
             f"AttachedLetterDefect: {type(exc).__name__}: {clean_text(exc)[:200]}; "
             "attached letters were read as files, 8-bit charset names as x-unknown-8bit"
         )
-        return mailparser.parse_from_bytes(calmer), defect
+        return _MailParser.from_bytes(calmer), defect
 
 
 def _ascii_charset(match: re.Match[bytes]) -> bytes:
