@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.db.repo import dialect_insert
@@ -279,6 +279,30 @@ async def mark_done(session: AsyncSession, item_id: int, result: dict[str, Any])
     )
 
 
+async def mark_done_many(
+    session: AsyncSession, results: Sequence[tuple[int, dict[str, Any]]]
+) -> None:
+    """Record many effects as performed in one statement, each with its own result."""
+    if not results:
+        return
+    now = utcnow()
+    table: Table = OutboxItem.__table__  # type: ignore[assignment]
+    await session.execute(
+        update(table)
+        .where(table.c.id == bindparam("row_id"))
+        .values(
+            status="done",
+            attempts=table.c.attempts + 1,
+            result=bindparam("row_result"),
+            locked_until=None,
+            last_error=None,
+            done_at=now,
+            updated_at=now,
+        ),
+        [{"row_id": item_id, "row_result": result} for item_id, result in results],
+    )
+
+
 async def mark_retry(session: AsyncSession, item_id: int, error: str, at: datetime) -> None:
     """Put an effect back to be tried again at a later time, keeping the reason."""
     await session.execute(
@@ -335,6 +359,28 @@ async def pending_before(session: AsyncSession, letter_id: int, seq: int) -> boo
         )
     )
     return int(found.scalar_one()) > 0
+
+
+async def blocked(session: AsyncSession, items: Sequence[ClaimedItem]) -> set[int]:
+    """Give the ids of rows whose letter still has an earlier mailbox effect pending."""
+    letters = {item.letter_id for item in items if item.letter_id is not None}
+    if not letters:
+        return set()
+    found = await session.execute(
+        select(OutboxItem.letter_id, func.min(OutboxItem.seq))
+        .where(
+            OutboxItem.letter_id.in_(letters),
+            OutboxItem.kind.in_(IMAP_KINDS),
+            OutboxItem.status == "pending",
+        )
+        .group_by(OutboxItem.letter_id)
+    )
+    first = {letter_id: int(seq) for letter_id, seq in found.all() if letter_id is not None}
+    return {
+        item.id
+        for item in items
+        if item.letter_id is not None and first.get(item.letter_id, item.seq) < item.seq
+    }
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:

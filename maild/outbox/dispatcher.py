@@ -36,6 +36,7 @@ from maild.errors import (
 from maild.ingest.imap import ImapEndpoint, ImapSession, connect
 from maild.logging import get_logger
 from maild.metrics import Metrics
+from maild.outbox import batch
 from maild.outbox.compose import Identity
 from maild.outbox.compose import forward as compose_forward
 from maild.outbox.crm import Message, draft_for
@@ -181,7 +182,7 @@ class Dispatcher:
             if not items:
                 return report
             claimed = asyncio.get_running_loop().time()
-            for item in items:
+            for item in await self._perform_mailbox(items, claimed, report):
                 if await self._claim_lost(item, claimed):
                     continue
                 await self._perform(item, report)
@@ -583,6 +584,98 @@ class Dispatcher:
         if uid is not None:
             await session.remove_flags([uid], [item.target])
         return {"flag": item.target, "missing": uid is None}
+
+    # -- the mailbox, many letters at a time --------------------------------------------------
+
+    async def _perform_mailbox(
+        self, items: list[outbox.ClaimedItem], claimed: float, report: DispatchReport
+    ) -> list[outbox.ClaimedItem]:
+        """Perform the claimed mailbox effects a group per command, round by round; give the rest."""
+        for round_items in batch.rounds(items):
+            kept = [item for item in round_items if not await self._claim_lost(item, claimed)]
+            async with self.sessions() as session:
+                blocked = await outbox.blocked(session, kept)
+            if blocked:
+                async with self.sessions.begin() as session:
+                    await outbox.release(session, sorted(blocked))
+                report.deferred += len(blocked)
+            groups, singles = batch.group(item for item in kept if item.id not in blocked)
+            for key, members in groups.items():
+                await self._perform_group(key, members, report)
+            for item in singles:
+                await self._perform(item, report)
+        return [item for item in items if item.kind not in outbox.IMAP_KINDS]
+
+    async def _perform_group(
+        self, key: batch.GroupKey, items: list[outbox.ClaimedItem], report: DispatchReport
+    ) -> None:
+        """Perform a group and record it in one transaction; if it fails, go one row at a time."""
+        try:
+            results = await self._group_effect(key, items)
+        except Exception as exc:  # one bad letter must not cost the others: each row alone
+            if isinstance(exc, ImapConnectionError):
+                await self._drop(key.account)
+            log.warning(
+                "outbox_group_one_by_one",
+                account=key.account,
+                folder=key.folder,
+                kind=key.kind,
+                target=key.target,
+                rows=len(items),
+                error=_reason(exc),
+            )
+            results = None
+        if results is None:
+            for item in items:
+                await self._perform(item, report)
+            return
+        async with self.sessions.begin() as session:
+            await outbox.mark_done_many(session, [(item.id, results[item.id]) for item in items])
+        for item in items:
+            report.done += 1
+            report.kinds[item.kind] = report.kinds.get(item.kind, 0) + 1
+            self._outcome(item, "done")
+
+    async def _group_effect(
+        self, key: batch.GroupKey, items: list[outbox.ClaimedItem]
+    ) -> dict[int, dict[str, Any]] | None:
+        """Select the folder, keep the UIDs still there, act on them; None if UIDVALIDITY changed."""
+        session = await self._session(key.account)
+        status = await session.select(key.folder)
+        if status.uidvalidity != key.uidvalidity:
+            return None  # the UIDs mean other letters now: each row finds its letter by Message-ID
+        present = await session.sizes(batch.uids_of(items))
+        live = [uid for uid in batch.uids_of(items) if uid in present]
+        new_uids = await self._group_command(session, key, live) if live else {}
+        return {
+            item.id: batch.result_of(key, item.uid or 0, item.uid in present, new_uids)
+            for item in items
+        }
+
+    async def _group_command(
+        self, session: ImapSession, key: batch.GroupKey, uids: list[int]
+    ) -> dict[int, int]:
+        """Run the group's action on its UIDs (chunked by the session); give old -> new UIDs."""
+        if key.kind == "add_flag":
+            await session.add_flags(uids, [key.target])
+            return {}
+        if key.kind == "remove_flag":
+            await session.remove_flags(uids, [key.target])
+            return {}
+        if key.kind == "copy":
+            return await self._into_folder(
+                session, key.target, lambda: session.copy(uids, key.target)
+            )
+        if key.marks_deleted:  # set before the move, so \Deleted travels with the letters
+            await session.add_flags(uids, [DELETED_FLAG])
+        try:
+            return await self._into_folder(
+                session, key.target, lambda: session.move(uids, key.target)
+            )
+        except ImapCommandError:
+            if key.marks_deleted:  # letters that stay must not be left marked for expunge
+                await session.remove_flags(uids, [DELETED_FLAG])
+            raise
 
     async def _into_folder(
         self, session: ImapSession, folder: str, act: Callable[[], Awaitable[dict[int, int]]]
