@@ -142,6 +142,7 @@ class OutboxConfig(_Model):
     forward_fuse_per_hour: int = Field(default=20, ge=0)
     once_drain_seconds: float = Field(default=60, ge=0)
     batch_size: int = Field(default=50, ge=1, le=1000)
+    mailbox_batch_size: int = Field(default=500, ge=0, le=5000)
     lease_seconds: float = Field(default=300, gt=0)
     smtp_timeout_seconds: float = Field(default=60, gt=0)
     poll_seconds: float = Field(default=5, gt=0)

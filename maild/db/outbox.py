@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from maild.db.repo import dialect_insert
 from maild.db.tables import Account, Folder, Letter, OutboxItem, RuleHit, utcnow
 
+IMAP_KINDS = ("add_flag", "remove_flag", "copy", "move")
+
 
 @dataclass(frozen=True, slots=True)
 class NewEffect:
@@ -187,20 +189,32 @@ def _due(now: datetime) -> Any:
     )
 
 
-async def claim_due(
-    session: AsyncSession, *, limit: int, lease_seconds: float
-) -> list[ClaimedItem]:
-    """Lease up to ``limit`` due rows, oldest first, for one attempt each (numbered from 1)."""
-    now = utcnow()
+async def _due_ids(session: AsyncSession, condition: Any, limit: int) -> list[int]:
+    """Select and lock up to ``limit`` due row ids, skipping rows other dispatchers hold."""
     query = (
         select(OutboxItem.id)
-        .where(_due(now))
+        .where(condition)
         .order_by(OutboxItem.letter_id, OutboxItem.seq, OutboxItem.id)
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    ids = [int(row) for row in (await session.execute(query)).scalars()]
+    return [int(row) for row in (await session.execute(query)).scalars()]
+
+
+async def claim_due(
+    session: AsyncSession, *, limit: int, lease_seconds: float, mailbox_limit: int = 0
+) -> list[ClaimedItem]:
+    """Lease up to ``limit`` due rows, oldest first, for one attempt each (numbered from 1).
+
+    The first ``mailbox_limit`` due mailbox rows (move, copy, flags) come along too: the
+    dispatcher performs those a group per IMAP command, so many at a time cost little more.
+    """
+    now = utcnow()
+    ids = await _due_ids(session, _due(now), limit)
+    if mailbox_limit > 0:
+        mailbox = and_(_due(now), OutboxItem.kind.in_(IMAP_KINDS))
+        ids = sorted(set(ids) | set(await _due_ids(session, mailbox, mailbox_limit)))
     if not ids:
         return []
     until = now + timedelta(seconds=lease_seconds)
@@ -341,9 +355,6 @@ async def mark_dead(session: AsyncSession, item_id: int, reason: str) -> None:
             updated_at=utcnow(),
         )
     )
-
-
-IMAP_KINDS = ("add_flag", "remove_flag", "copy", "move")
 
 
 async def pending_before(session: AsyncSession, letter_id: int, seq: int) -> bool:

@@ -178,6 +178,7 @@ class Dispatcher:
                     session,
                     limit=self.settings.batch_size,
                     lease_seconds=self.settings.lease_seconds,
+                    mailbox_limit=self.settings.mailbox_batch_size,
                 )
             if not items:
                 return report

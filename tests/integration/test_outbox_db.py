@@ -170,3 +170,44 @@ async def test_claim_lease_retry_and_dead(sessions: async_sessionmaker[AsyncSess
         assert await outbox.revive(session, None) == 1
     async with sessions() as session:
         assert await outbox.counts(session) == {"done": 1, "pending": 2}
+
+
+async def test_mailbox_rows_are_claimed_beyond_the_batch(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Mailbox rows come along past ``limit``; a move waits for its flag; one statement records many."""
+    store = await store_with_rules(sessions, config_with(RULES))
+    for uid in range(1, 5):
+        await put(store, uid, sample(f"invoice {uid}", index=uid))
+    async with sessions.begin() as session:
+        claimed = await outbox.claim_due(session, limit=2, lease_seconds=60, mailbox_limit=5)
+    # the first two rows of any kind (forward and flag of letter 1), with the first five
+    # mailbox rows (flag and move of letters 1 and 2, flag of letter 3)
+    assert [(c.letter_id, c.kind) for c in claimed] == [
+        (1, "forward"),
+        (1, "add_flag"),
+        (1, "move"),
+        (2, "add_flag"),
+        (2, "move"),
+        (3, "add_flag"),
+    ]
+    moves = [c for c in claimed if c.kind == "move"]
+    async with sessions() as session:  # each move waits for its letter's flag
+        assert await outbox.blocked(session, moves) == {c.id for c in moves}
+    flags = [c for c in claimed if c.kind == "add_flag"]
+    async with sessions.begin() as session:
+        await outbox.mark_done_many(
+            session, [(c.id, {"flag": c.target, "n": c.uid}) for c in flags]
+        )
+    async with sessions() as session:
+        assert await outbox.blocked(session, moves) == set()
+    done = [row for row in await all_rows(sessions, OutboxItem) if row.status == "done"]
+    assert sorted(row.id for row in done) == sorted(c.id for c in flags)
+    assert all(
+        row.attempts == 1 and row.result["n"] == row_uid
+        for row, row_uid in zip(
+            sorted(done, key=lambda r: r.id),
+            [c.uid for c in sorted(flags, key=lambda c: c.id)],
+            strict=True,
+        )
+    )
