@@ -6,9 +6,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from maild.db import outbox as outbox_db
 from maild.db.engine import create_engine, session_factory
 from maild.db.tables import Letter, OutboxItem
 from maild.errors import ImapCommandError
@@ -211,3 +213,36 @@ async def test_without_move_a_group_is_copied_and_expunged(
     assert all("\\Deleted" in dovecot.flags("sales", trash, uid) for uid in binned)
     marked = [row for row in await _letter_rows(db_url) if row.marked_for_deletion]
     assert len(marked) == 6
+
+
+async def test_a_crash_before_the_record_repeats_the_group_harmlessly(
+    dovecot: DovecotServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moved but not recorded (a crash): after the lease the rows find their letters gone, done."""
+    inbox, target = unique_folder("In"), unique_folder("Orders")
+    dovecot.create_folder("sales", inbox)
+    dovecot.create_folder("sales", target)
+    dovecot.append_many("sales", inbox, _letters(5, 2))
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    config = _config(dovecot, tmp_path, db_url, inbox, [{"move": target}])
+
+    async def crash(*args: Any) -> None:
+        raise RuntimeError("maild died before recording the group")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(outbox_db, "mark_done_many", crash)
+        with pytest.raises(RuntimeError, match="died"):
+            await Daemon(config).run(once=True)
+    assert len(dovecot.uids("sales", target)) == 5  # performed, not recorded
+    engine = create_engine(db_url)
+    try:
+        async with session_factory(engine).begin() as session:  # the lease runs out
+            await session.execute(update(OutboxItem).values(locked_until=None))
+    finally:
+        await engine.dispose()
+    result = await Daemon(config).run(once=True)
+    assert result.ok and result.outbox is not None and result.outbox.done == 5
+    assert len(dovecot.uids("sales", target)) == 5 and len(dovecot.uids("sales", inbox)) == 2
+    rows = await _outbox(db_url)
+    assert [row.status for row in rows] == ["done"] * 5
+    assert all(row.result == {"folder": target, "missing": True} for row in rows)
