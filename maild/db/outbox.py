@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.db.repo import dialect_insert
@@ -277,6 +277,30 @@ async def mark_done(session: AsyncSession, item_id: int, result: dict[str, Any])
             updated_at=now,
         )
     )
+
+
+async def mark_done_many(
+    session: AsyncSession, results: Sequence[tuple[int, dict[str, Any]]]
+) -> None:
+    """Record effects (row id, result) as performed, in one statement."""
+    if not results:
+        return
+    table: Table = OutboxItem.__table__  # type: ignore[assignment]
+    now = utcnow()
+    stmt = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"))
+        .values(
+            status="done",
+            attempts=table.c.attempts + 1,
+            result=bindparam("b_result", type_=table.c.result.type),
+            locked_until=None,
+            last_error=None,
+            done_at=now,
+            updated_at=now,
+        )
+    )
+    await session.execute(stmt, [{"b_id": i, "b_result": result} for i, result in results])
 
 
 async def mark_retry(session: AsyncSession, item_id: int, error: str, at: datetime) -> None:
