@@ -10,6 +10,7 @@ effect is performed again once, never lost.
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -47,6 +48,10 @@ from maild.settings import AccountConfig, Config, OutboxConfig
 log = get_logger(__name__)
 
 DELETED_FLAG = "\\Deleted"
+#: Relay connections a batch of the CRM's letters is sent over at once.
+SMTP_CONNECTIONS = 4
+#: Letters sent between two records in the database: a crash resends at most these once.
+SEND_CHUNK = 16
 
 
 class Unperformable(MaildError):
@@ -174,6 +179,7 @@ class Dispatcher:
         self._imap: dict[str, ImapSession] = {}
         self._sender: SmtpSender | None = None
         self._sent_folders: dict[str, tuple[str, int, int]] = {}
+        self._more_senders: list[SmtpSender] = []
         self._wake = asyncio.Event()
         self._metrics = metrics
 
@@ -189,6 +195,9 @@ class Dispatcher:
         if self._sender is not None:
             await self._sender.close()
             self._sender = None
+        for sender in self._more_senders:
+            await sender.close()
+        self._more_senders.clear()
 
     # -- passes ----------------------------------------------------------------------------
 
@@ -461,26 +470,60 @@ class Dispatcher:
     async def _send_group(
         self, account: AccountConfig, items: list[outbox.ClaimedItem], report: DispatchReport
     ) -> list[outbox.ClaimedItem]:
-        """Send one account's fresh letters; give back the rows to perform one by one (refiling)."""
+        """Send one account's fresh letters; give back the rows to perform one by one (refiling).
+
+        Letters go in chunks over a few SMTP connections at once; a chunk is stored, then filed
+        in Sent while the next chunk is sent.
+        """
         if not items:
             return []
         account_id, folder_id = await self._sent_folder(account)
         loaded = await self._load_sends(items, account_id, report)
-        sent: list[_Sending] = []
-        for one in loaded:
-            if one.row.progress.get("stage") == "sent":
-                continue
-            try:
-                composed = compose_letter(self._draft(account, one.row, one.files, one.letters))
-                await self._smtp().send(
-                    composed.raw, sender=composed.sender, recipients=composed.recipients
-                )
-            except Exception as exc:
-                await self._failed(one.item, exc, report)
-            else:
-                sent.append(replace(one, composed=composed))
-        await self._store_and_file(account, account_id, folder_id, sent, report)
+        fresh = [one for one in loaded if one.row.progress.get("stage") != "sent"]
+        filing: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(fresh), SEND_CHUNK):
+                sent = await self._send_chunk(account, fresh[start : start + SEND_CHUNK], report)
+                stored = await self._store(account_id, folder_id, sent, report)
+                if filing is not None:
+                    await filing
+                filing = asyncio.create_task(self._file_chunk(account, stored, report))
+            if filing is not None:
+                await filing
+        finally:
+            if filing is not None and not filing.done():
+                filing.cancel()
+                await asyncio.gather(filing, return_exceptions=True)
         return [one.item for one in loaded if one.row.progress.get("stage") == "sent"]
+
+    async def _send_chunk(
+        self, account: AccountConfig, chunk: list[_Sending], report: DispatchReport
+    ) -> list[_Sending]:
+        """Compose and send letters over up to SMTP_CONNECTIONS connections; give the sent ones."""
+        waiting = collections.deque(chunk)
+        sent: list[_Sending] = []
+
+        async def work(sender: SmtpSender) -> None:
+            while waiting:
+                one = waiting.popleft()
+                try:
+                    composed = compose_letter(self._draft(account, one.row, one.files, one.letters))
+                    await sender.send(
+                        composed.raw, sender=composed.sender, recipients=composed.recipients
+                    )
+                except Exception as exc:
+                    await self._failed(one.item, exc, report)
+                else:
+                    sent.append(replace(one, composed=composed))
+
+        try:
+            senders = self._senders(len(chunk))
+        except Exception as exc:  # no [smtp] section: nothing can be sent
+            for one in chunk:
+                await self._failed(one.item, exc, report)
+            return []
+        await asyncio.gather(*(work(sender) for sender in senders))
+        return sent
 
     async def _sent_folder(self, account: AccountConfig) -> tuple[int, int]:
         """Give the account's id and its Sent folder's row, looked up once per dispatcher."""
@@ -517,17 +560,12 @@ class Dispatcher:
             await self._failed(item, error, report)
         return out
 
-    async def _store_and_file(
-        self,
-        account: AccountConfig,
-        account_id: int,
-        folder_id: int,
-        sent: list[_Sending],
-        report: DispatchReport,
-    ) -> None:
-        """Store the sent letters, APPEND each to Sent, and mark the rows done."""
+    async def _store(
+        self, account_id: int, folder_id: int, sent: list[_Sending], report: DispatchReport
+    ) -> list[tuple[_Sending, int]]:
+        """Store the sent letters as outgoing, the rows saying "sent"; give each its letter id."""
         if not sent:
-            return
+            return []
         letters = [
             sending.SentLetter(one.item.id, one.raw, one.parsed, one.row.author, one.row.lead_id)
             for one in sent
@@ -540,11 +578,17 @@ class Dispatcher:
         except Exception as exc:
             for one in sent:
                 await self._failed(one.item, exc, report)
-            return
+            return []
+        return [(one, stored[one.item.id]) for one in sent]
+
+    async def _file_chunk(
+        self, account: AccountConfig, stored: list[tuple[_Sending, int]], report: DispatchReport
+    ) -> None:
+        """APPEND each stored letter to Sent, then give them their UIDs and mark the rows done."""
         done: list[tuple[outbox.ClaimedItem, dict[str, Any]]] = []
         places: list[tuple[int, int, int]] = []
-        for one in sent:
-            item, letter_id = one.item, stored[one.item.id]
+        for one, letter_id in stored:
+            item = one.item
             try:
                 filed, place = await self._file_fresh(item, account.folders.sent, one.raw)
             except Exception as exc:
@@ -554,6 +598,8 @@ class Dispatcher:
             done.append((item, result | filed))
             if place is not None:
                 places.append((letter_id, *place))
+        if not done:
+            return
         async with self.sessions.begin() as session:
             await sending.file_sent_many(session, places)
             await outbox.mark_done_many(session, [(item.id, result) for item, result in done])
@@ -729,6 +775,16 @@ class Dispatcher:
                 raise Unperformable("no [smtp] section in the config to send through")
             self._sender = SmtpSender(self.config.smtp, timeout=self.settings.smtp_timeout_seconds)
         return self._sender
+
+    def _senders(self, letters: int) -> list[SmtpSender]:
+        """Give up to SMTP_CONNECTIONS relay connections for a batch of letters, made on first use."""
+        wanted = max(1, min(letters, SMTP_CONNECTIONS))
+        first = self._smtp()
+        while 1 + len(self._more_senders) < wanted and self.config.smtp is not None:
+            self._more_senders.append(
+                SmtpSender(self.config.smtp, timeout=self.settings.smtp_timeout_seconds)
+            )
+        return [first, *self._more_senders[: wanted - 1]]
 
     # -- the mailbox -----------------------------------------------------------------------
 
