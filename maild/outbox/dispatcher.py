@@ -451,9 +451,10 @@ class Dispatcher:
     ) -> list[outbox.ClaimedItem]:
         """Send the batch's CRM letters together, account by account; give back the other rows.
 
-        Per letter only composing, SMTP and the APPEND are left: the rows are read, the sent
-        letters stored and the rows marked done a batch at a time. A crash between the relay's
-        yes and the batch's record sends those letters again once; none is lost.
+        Per letter only composing, SMTP and the APPEND are left: the rows are read a batch at a
+        time, the sent letters stored and the rows marked done a chunk at a time. A crash
+        between the relay's yes and the chunk's record sends those letters again once; none is
+        lost. Each letter's claim is confirmed just before it is sent, as one by one.
         """
         sends: dict[str, list[outbox.ClaimedItem]] = {}
         rest = []
@@ -463,12 +464,15 @@ class Dispatcher:
             else:
                 rest.append(item)
         for name, group in sends.items():
-            kept = [item for item in group if not await self._claim_lost(item, claimed)]
-            rest.extend(await self._send_group(self._accounts[name], kept, report))
+            rest.extend(await self._send_group(self._accounts[name], group, claimed, report))
         return rest
 
     async def _send_group(
-        self, account: AccountConfig, items: list[outbox.ClaimedItem], report: DispatchReport
+        self,
+        account: AccountConfig,
+        items: list[outbox.ClaimedItem],
+        claimed: float,
+        report: DispatchReport,
     ) -> list[outbox.ClaimedItem]:
         """Send one account's fresh letters; give back the rows to perform one by one (refiling).
 
@@ -483,7 +487,8 @@ class Dispatcher:
         filing: asyncio.Task[None] | None = None
         try:
             for start in range(0, len(fresh), SEND_CHUNK):
-                sent = await self._send_chunk(account, fresh[start : start + SEND_CHUNK], report)
+                chunk = fresh[start : start + SEND_CHUNK]
+                sent = await self._send_chunk(account, chunk, claimed, report)
                 stored = await self._store(account_id, folder_id, sent, report)
                 if filing is not None:
                     await filing
@@ -497,7 +502,7 @@ class Dispatcher:
         return [one.item for one in loaded if one.row.progress.get("stage") == "sent"]
 
     async def _send_chunk(
-        self, account: AccountConfig, chunk: list[_Sending], report: DispatchReport
+        self, account: AccountConfig, chunk: list[_Sending], claimed: float, report: DispatchReport
     ) -> list[_Sending]:
         """Compose and send letters over up to SMTP_CONNECTIONS connections; give the sent ones."""
         waiting = collections.deque(chunk)
@@ -506,6 +511,8 @@ class Dispatcher:
         async def work(sender: SmtpSender) -> None:
             while waiting:
                 one = waiting.popleft()
+                if await self._claim_lost(one.item, claimed):
+                    continue
                 try:
                     composed = compose_letter(self._draft(account, one.row, one.files, one.letters))
                     await sender.send(
