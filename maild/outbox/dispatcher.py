@@ -481,8 +481,13 @@ class Dispatcher:
         """
         if not items:
             return []
-        account_id, folder_id = await self._sent_folder(account)
-        loaded = await self._load_sends(items, account_id, report)
+        try:
+            account_id, folder_id = await self._sent_folder(account)
+            loaded = await self._load_sends(items, account_id, report)
+        except Exception as exc:  # the database away for a moment: retry each, as one by one
+            for item in items:
+                await self._failed(item, exc, report)
+            return []
         fresh = [one for one in loaded if one.row.progress.get("stage") != "sent"]
         filing: asyncio.Task[None] | None = None
         try:
