@@ -296,25 +296,25 @@ async def mark_done(session: AsyncSession, item_id: int, result: dict[str, Any])
 async def mark_done_many(
     session: AsyncSession, results: Sequence[tuple[int, dict[str, Any]]]
 ) -> None:
-    """Record many effects as performed in one statement, each with its own result."""
+    """Record effects (row id, result) as performed, in one statement."""
     if not results:
         return
-    now = utcnow()
     table: Table = OutboxItem.__table__  # type: ignore[assignment]
-    await session.execute(
+    now = utcnow()
+    stmt = (
         update(table)
-        .where(table.c.id == bindparam("row_id"))
+        .where(table.c.id == bindparam("b_id"))
         .values(
             status="done",
             attempts=table.c.attempts + 1,
-            result=bindparam("row_result"),
+            result=bindparam("b_result", type_=table.c.result.type),
             locked_until=None,
             last_error=None,
             done_at=now,
             updated_at=now,
-        ),
-        [{"row_id": item_id, "row_result": result} for item_id, result in results],
+        )
     )
+    await session.execute(stmt, [{"b_id": i, "b_result": result} for i, result in results])
 
 
 async def mark_retry(session: AsyncSession, item_id: int, error: str, at: datetime) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.core.letter import FetchedMessage, ParsedLetter
@@ -60,6 +60,19 @@ class SendRow:
     request_number: int | None
     files: list[FileRef] = field(default_factory=list)
     letter_ids: list[int] = field(default_factory=list)
+    lead_id: int | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SentLetter:
+    """A letter the relay accepted, to store as outgoing and tie to its ``send`` row."""
+
+    outbox_id: int
+    raw: bytes
+    parsed: ParsedLetter
+    author: Author | None
+    lead_id: int | None
 
 
 async def load_send(session: AsyncSession, outbox_id: int, account_id: int) -> SendRow:
@@ -94,6 +107,54 @@ async def load_send(session: AsyncSession, outbox_id: int, account_id: int) -> S
         ],
         letter_ids=[int(i) for i in item.attach_letter_ids or []],
     )
+
+
+async def load_sends(
+    session: AsyncSession, outbox_ids: Sequence[int], account_id: int
+) -> dict[int, SendRow]:
+    """Read many ``send`` rows in a few statements, with their progress: load_send for a batch."""
+    if not outbox_ids:
+        return {}
+    ids = list(outbox_ids)
+    items = (await session.execute(select(OutboxItem).where(OutboxItem.id.in_(ids)))).scalars()
+    rows = list(items)
+    files: dict[int, list[FileRef]] = {}
+    for f in (
+        await session.execute(
+            select(OutboxAttachment)
+            .where(OutboxAttachment.outbox_id.in_(ids))
+            .order_by(OutboxAttachment.outbox_id, OutboxAttachment.position)
+        )
+    ).scalars():
+        files.setdefault(f.outbox_id, []).append(
+            FileRef(f.filename, f.content_type, f.content, f.letter_id, f.letter_position)
+        )
+    lead_ids = {item.lead_id for item in rows if item.lead_id is not None}
+    numbers: dict[int, int] = {}
+    if lead_ids:
+        found = await session.execute(select(Lead.id, Lead.number).where(Lead.id.in_(lead_ids)))
+        numbers = {int(lead): int(number) for lead, number in found.all() if number is not None}
+    authors = {
+        login: await author_of(session, login, account_id)
+        for login in {item.author_login for item in rows}
+    }
+    return {
+        item.id: SendRow(
+            mail_to=item.mail_to or "",
+            mail_cc=item.mail_cc or "",
+            mail_bcc=item.mail_bcc or "",
+            subject=item.subject or "",
+            text_body=item.text_body or "",
+            html_body=item.html_body or "",
+            author=authors[item.author_login],
+            request_number=numbers.get(item.lead_id) if item.lead_id is not None else None,
+            files=files.get(item.id, []),
+            letter_ids=[int(i) for i in item.attach_letter_ids or []],
+            lead_id=item.lead_id,
+            progress=dict(item.result or {}),
+        )
+        for item in rows
+    }
 
 
 async def author_of(session: AsyncSession, login: str | None, account_id: int) -> Author | None:
@@ -186,6 +247,95 @@ async def store_sent(
             .values(last_used_at=utcnow())
         )
     return letter_id
+
+
+async def store_sent_many(
+    session: AsyncSession, *, account_id: int, folder_id: int, letters: Sequence[SentLetter]
+) -> dict[int, int]:
+    """Store sent letters as outgoing and tie each to its row, in a few statements; {row: letter}.
+
+    What :func:`store_sent` does for one letter, for a batch the relay has just accepted.
+    """
+    if not letters:
+        return {}
+    now = utcnow()
+    placeholder = repo.FolderRow(folder_id, account_id, 0, 0, True, 0)
+    items = [
+        repo.NewLetter(
+            FetchedMessage(uid=-sent.outbox_id, raw=sent.raw, size=len(sent.raw), internaldate=now),
+            sent.parsed,
+            "stored",
+            None,
+            repo.sha256_of(sent.raw),
+        )
+        for sent in letters
+    ]
+    ids = await repo.insert_letters(session, placeholder, items, first_sync=False)
+    stored = {sent.outbox_id: ids[-sent.outbox_id] for sent in letters}
+    await session.execute(
+        update(Letter),
+        [
+            {
+                "id": stored[sent.outbox_id],
+                "direction": "out",
+                "responsible_login": sent.author.login if sent.author else None,
+                "lead_id": sent.lead_id,
+                "lead_reason": f"sent for lead {sent.lead_id}" if sent.lead_id else "",
+            }
+            for sent in letters
+        ],
+    )
+    await session.execute(
+        update(OutboxItem),
+        [
+            {
+                "id": sent.outbox_id,
+                "letter_id": stored[sent.outbox_id],
+                "result": {
+                    "stage": "sent",
+                    "message_id": sent.parsed.message_id,
+                    "letter_id": stored[sent.outbox_id],
+                },
+                "updated_at": now,
+            }
+            for sent in letters
+        ],
+    )
+    users = {
+        sent.author.user_id
+        for sent in letters
+        if sent.author is not None and sent.author.user_id is not None and sent.author.sender_name
+    }
+    if users:
+        await session.execute(
+            update(UserSenderName)
+            .where(
+                UserSenderName.user_id.in_(users),
+                UserSenderName.account_id == account_id,
+                UserSenderName.current.is_(True),
+            )
+            .values(last_used_at=now)
+        )
+    return stored
+
+
+async def file_sent_many(session: AsyncSession, places: Sequence[tuple[int, int, int]]) -> None:
+    """Give sent letters (letter id, UIDVALIDITY, UID) their place in Sent, in one statement."""
+    if not places:
+        return
+    table: Table = Letter.__table__  # type: ignore[assignment]
+    stmt = (
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.uidvalidity == 0)
+        .values(uidvalidity=bindparam("b_validity"), uid=bindparam("b_uid"), updated_at=utcnow())
+    )
+    await session.execute(
+        stmt,
+        [
+            {"b_id": letter_id, "b_validity": uidvalidity, "b_uid": uid}
+            for letter_id, uidvalidity, uid in places
+        ],
+    )
 
 
 async def unfiled_sent(

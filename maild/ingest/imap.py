@@ -56,7 +56,7 @@ from aioimaplib import aioimaplib as _aio
 from maild.core.letter import FetchedMessage
 from maild.errors import ImapAuthError, ImapCommandError, ImapConnectionError, ImapError
 from maild.ingest.imap_write import (
-    appenduid,
+    appenduid_placed,
     copyuid_map,
     flag_list,
     list_names,
@@ -1179,6 +1179,17 @@ class ImapSession:
         when: datetime | None = None,
     ) -> int | None:
         """Store a letter in a folder (e.g. a sent one in Sent); give its UID if APPENDUID tells."""
+        placed = await self.append_placed(folder, raw, flags, when)
+        return placed[1] if placed is not None else None
+
+    async def append_placed(
+        self,
+        folder: str,
+        raw: bytes,
+        flags: Sequence[str] = (),
+        when: datetime | None = None,
+    ) -> tuple[int, int] | None:
+        """Store a letter in a folder; give its (UIDVALIDITY, UID) if APPENDUID tells."""
         wanted = flag_list(flags)
         if when is not None and when.utcoffset() is None:
             raise ValueError("the APPEND date must be timezone-aware")
@@ -1194,7 +1205,7 @@ class ImapSession:
                 ),
                 limit=self._timeout + len(raw) / _APPEND_BYTES_PER_SECOND,
             )
-            return appenduid(response.lines[-1]) if response.lines else None
+            return appenduid_placed(response.lines[-1]) if response.lines else None
 
     async def search_message_id(self, message_id: str) -> list[int]:
         """Find letters of the selected folder by Message-ID, e.g. after UIDVALIDITY changed."""

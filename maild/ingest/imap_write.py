@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 __all__ = [
     "SYSTEM_FLAGS",
     "appenduid",
+    "appenduid_placed",
     "check_flag",
     "copyuid_map",
     "flag_list",
@@ -164,3 +165,9 @@ def list_names(lines: Sequence[bytes | bytearray]) -> list[str]:
         if not attributes & _NOT_SELECTABLE:
             names.append(name.decode("utf-8", errors="replace"))
     return names
+
+
+def appenduid_placed(text: bytes | bytearray) -> tuple[int, int] | None:
+    """Read ``(UIDVALIDITY, UID)`` from ``[APPENDUID v uid]``: where the letter is, without a SELECT."""
+    match = _APPENDUID.search(text)
+    return (int(match.group(1)), int(match.group(2))) if match is not None else None

@@ -10,9 +10,10 @@ effect is performed again once, never lost.
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,7 +41,7 @@ from maild.outbox import batch
 from maild.outbox.compose import Identity
 from maild.outbox.compose import forward as compose_forward
 from maild.outbox.crm import Message, draft_for
-from maild.outbox.letter import Composed, FileAttachment, part_named
+from maild.outbox.letter import Composed, Draft, FileAttachment, part_named
 from maild.outbox.letter import compose as compose_letter
 from maild.outbox.smtp import SmtpSender
 from maild.settings import AccountConfig, Config, OutboxConfig
@@ -48,6 +49,10 @@ from maild.settings import AccountConfig, Config, OutboxConfig
 log = get_logger(__name__)
 
 DELETED_FLAG = "\\Deleted"
+#: Relay connections a batch of the CRM's letters is sent over at once.
+SMTP_CONNECTIONS = 4
+#: Letters sent between two records in the database: a crash resends at most these once.
+SEND_CHUNK = 16
 
 
 class Unperformable(MaildError):
@@ -126,6 +131,29 @@ class Sent:
     message_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Sending:
+    """A CRM letter on its way in a batch: its row, what it attaches, and once composed, itself."""
+
+    item: outbox.ClaimedItem
+    row: sending.SendRow
+    files: list[FileAttachment]
+    letters: list[bytes]
+    composed: Composed | None = None
+
+    @property
+    def raw(self) -> bytes:
+        """Give the composed bytes."""
+        assert self.composed is not None
+        return self.composed.raw
+
+    @property
+    def parsed(self) -> ParsedLetter:
+        """Give the composed letter as it is stored."""
+        assert self.composed is not None
+        return self.composed.parsed
+
+
 Deliver = Callable[[AccountConfig, int, int], Awaitable[Sent]]
 EndpointFor = Callable[[AccountConfig], ImapEndpoint]
 Connect = Callable[[ImapEndpoint], Awaitable[ImapSession]]
@@ -151,6 +179,8 @@ class Dispatcher:
         self._accounts = {account.name: account for account in config.accounts}
         self._imap: dict[str, ImapSession] = {}
         self._sender: SmtpSender | None = None
+        self._sent_folders: dict[str, tuple[str, int, int]] = {}
+        self._more_senders: list[SmtpSender] = []
         self._wake = asyncio.Event()
         self._metrics = metrics
 
@@ -166,6 +196,9 @@ class Dispatcher:
         if self._sender is not None:
             await self._sender.close()
             self._sender = None
+        for sender in self._more_senders:
+            await sender.close()
+        self._more_senders.clear()
 
     # -- passes ----------------------------------------------------------------------------
 
@@ -183,7 +216,9 @@ class Dispatcher:
             if not items:
                 return report
             claimed = asyncio.get_running_loop().time()
-            for item in await self._perform_mailbox(items, claimed, report):
+            items = await self._perform_mailbox(items, claimed, report)
+            items = await self._send_batch(items, claimed, report)
+            for item in items:
                 if await self._claim_lost(item, claimed):
                     continue
                 await self._perform(item, report)
@@ -240,19 +275,30 @@ class Dispatcher:
             return
         try:
             result = await self._handler(item.kind)(item)
-        except (SmtpTemporaryError, ImapConnectionError, OSError, TimeoutError) as exc:
-            await self._retry_or_bury(item, _reason(exc), report)
-        except (SmtpPermanentError, ImapCommandError, Unperformable, ValueError) as exc:
-            await self._bury(item, _reason(exc), report)
-        except Exception as exc:  # a fault of maild itself: retry, park it when attempts run out
-            log.exception("outbox_fault", outbox_id=item.id, kind=item.kind)
-            await self._retry_or_bury(item, _reason(exc), report)
+        except Exception as exc:
+            await self._failed(item, exc, report)
         else:
             async with self.sessions.begin() as session:
                 await outbox.mark_done(session, item.id, result)
-            report.done += 1
-            report.kinds[item.kind] = report.kinds.get(item.kind, 0) + 1
-            self._outcome(item, "done")
+            self._done(item, report)
+
+    async def _failed(
+        self, item: outbox.ClaimedItem, exc: Exception, report: DispatchReport
+    ) -> None:
+        """Record a failed attempt: retry later when it may pass, park it when it never will."""
+        if isinstance(exc, SmtpTemporaryError | ImapConnectionError | OSError | TimeoutError):
+            await self._retry_or_bury(item, _reason(exc), report)
+        elif isinstance(exc, SmtpPermanentError | ImapCommandError | Unperformable | ValueError):
+            await self._bury(item, _reason(exc), report)
+        else:  # a fault of maild itself: retry, park it when attempts run out
+            log.exception("outbox_fault", outbox_id=item.id, kind=item.kind, exc_info=exc)
+            await self._retry_or_bury(item, _reason(exc), report)
+
+    def _done(self, item: outbox.ClaimedItem, report: DispatchReport) -> None:
+        """Count and log an effect recorded as performed."""
+        report.done += 1
+        report.kinds[item.kind] = report.kinds.get(item.kind, 0) + 1
+        self._outcome(item, "done")
 
     async def _claim_lost(self, item: outbox.ClaimedItem, claimed: float) -> bool:
         """Confirm a claim that has used half its lease; tell whether another process has the row."""
@@ -401,6 +447,196 @@ class Dispatcher:
 
         return await self._send_once(item, deliver)
 
+    # -- sending in batches -----------------------------------------------------------------
+
+    async def _send_batch(
+        self, items: list[outbox.ClaimedItem], claimed: float, report: DispatchReport
+    ) -> list[outbox.ClaimedItem]:
+        """Send the batch's CRM letters together, account by account; give back the other rows.
+
+        Per letter only composing, SMTP and the APPEND are left: the rows are read a batch at a
+        time, the sent letters stored and the rows marked done a chunk at a time. A crash
+        between the relay's yes and the chunk's record sends those letters again once; none is
+        lost. Each letter's claim is confirmed just before it is sent, as one by one.
+        """
+        sends: dict[str, list[outbox.ClaimedItem]] = {}
+        rest = []
+        for item in items:
+            if item.kind == "send" and item.account in self._accounts:
+                sends.setdefault(item.account, []).append(item)
+            else:
+                rest.append(item)
+        for name, group in sends.items():
+            rest.extend(await self._send_group(self._accounts[name], group, claimed, report))
+        return rest
+
+    async def _send_group(
+        self,
+        account: AccountConfig,
+        items: list[outbox.ClaimedItem],
+        claimed: float,
+        report: DispatchReport,
+    ) -> list[outbox.ClaimedItem]:
+        """Send one account's fresh letters; give back the rows to perform one by one (refiling).
+
+        Letters go in chunks over a few SMTP connections at once; a chunk is stored, then filed
+        in Sent while the next chunk is sent.
+        """
+        if not items:
+            return []
+        try:
+            account_id, folder_id = await self._sent_folder(account)
+            loaded = await self._load_sends(items, account_id, report)
+        except Exception as exc:  # the database away for a moment: retry each, as one by one
+            for item in items:
+                await self._failed(item, exc, report)
+            return []
+        fresh = [one for one in loaded if one.row.progress.get("stage") != "sent"]
+        filing: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(fresh), SEND_CHUNK):
+                chunk = fresh[start : start + SEND_CHUNK]
+                sent = await self._send_chunk(account, chunk, claimed, report)
+                stored = await self._store(account_id, folder_id, sent, report)
+                if filing is not None:
+                    await filing
+                filing = asyncio.create_task(self._file_chunk(account, stored, report))
+            if filing is not None:
+                await filing
+        finally:
+            if filing is not None and not filing.done():
+                filing.cancel()
+                await asyncio.gather(filing, return_exceptions=True)
+        return [one.item for one in loaded if one.row.progress.get("stage") == "sent"]
+
+    async def _send_chunk(
+        self, account: AccountConfig, chunk: list[_Sending], claimed: float, report: DispatchReport
+    ) -> list[_Sending]:
+        """Compose and send letters over up to SMTP_CONNECTIONS connections; give the sent ones."""
+        waiting = collections.deque(chunk)
+        sent: list[_Sending] = []
+
+        async def work(sender: SmtpSender) -> None:
+            while waiting:
+                one = waiting.popleft()
+                if await self._claim_lost(one.item, claimed):
+                    continue
+                try:
+                    composed = compose_letter(self._draft(account, one.row, one.files, one.letters))
+                    await sender.send(
+                        composed.raw, sender=composed.sender, recipients=composed.recipients
+                    )
+                except Exception as exc:
+                    await self._failed(one.item, exc, report)
+                else:
+                    sent.append(replace(one, composed=composed))
+
+        try:
+            senders = self._senders(len(chunk))
+        except Exception as exc:  # no [smtp] section: nothing can be sent
+            for one in chunk:
+                await self._failed(one.item, exc, report)
+            return []
+        await asyncio.gather(*(work(sender) for sender in senders))
+        return sent
+
+    async def _sent_folder(self, account: AccountConfig) -> tuple[int, int]:
+        """Give the account's id and its Sent folder's row, looked up once per dispatcher."""
+        known = self._sent_folders.get(account.name)
+        if known is None or known[0] != account.folders.sent:
+            async with self.sessions.begin() as session:
+                account_id, folder_id, _ = await sending.prepare(
+                    session, 0, account.name, account.folders.sent
+                )
+            known = self._sent_folders[account.name] = (account.folders.sent, account_id, folder_id)
+        return known[1], known[2]
+
+    async def _load_sends(
+        self, items: list[outbox.ClaimedItem], account_id: int, report: DispatchReport
+    ) -> list[_Sending]:
+        """Read the rows with the files and letters they attach; a row that cannot be is parked."""
+        out: list[_Sending] = []
+        bad: list[tuple[outbox.ClaimedItem, Exception]] = []
+        async with self.sessions() as session:
+            rows = await sending.load_sends(session, [item.id for item in items], account_id)
+            for item in items:
+                row = rows.get(item.id)
+                if row is None:
+                    bad.append((item, Unperformable("the outbox row is gone")))
+                    continue
+                try:
+                    files = [await self._file(session, ref) for ref in row.files]
+                    letters = [await repo.letter_raw(session, i) for i in row.letter_ids]
+                except Exception as exc:
+                    bad.append((item, exc))
+                    continue
+                out.append(_Sending(item, row, files, letters))
+        for item, error in bad:
+            await self._failed(item, error, report)
+        return out
+
+    async def _store(
+        self, account_id: int, folder_id: int, sent: list[_Sending], report: DispatchReport
+    ) -> list[tuple[_Sending, int]]:
+        """Store the sent letters as outgoing, the rows saying "sent"; give each its letter id."""
+        if not sent:
+            return []
+        letters = [
+            sending.SentLetter(one.item.id, one.raw, one.parsed, one.row.author, one.row.lead_id)
+            for one in sent
+        ]
+        try:
+            async with self.sessions.begin() as session:
+                stored = await sending.store_sent_many(
+                    session, account_id=account_id, folder_id=folder_id, letters=letters
+                )
+        except Exception as exc:
+            for one in sent:
+                await self._failed(one.item, exc, report)
+            return []
+        return [(one, stored[one.item.id]) for one in sent]
+
+    async def _file_chunk(
+        self, account: AccountConfig, stored: list[tuple[_Sending, int]], report: DispatchReport
+    ) -> None:
+        """APPEND each stored letter to Sent, then give them their UIDs and mark the rows done."""
+        done: list[tuple[outbox.ClaimedItem, dict[str, Any]]] = []
+        places: list[tuple[int, int, int]] = []
+        for one, letter_id in stored:
+            item = one.item
+            try:
+                filed, place = await self._file_fresh(item, account.folders.sent, one.raw)
+            except Exception as exc:
+                await self._failed(item, exc, report)
+                continue
+            result = {"stage": "sent", "letter_id": letter_id, "message_id": one.parsed.message_id}
+            done.append((item, result | filed))
+            if place is not None:
+                places.append((letter_id, *place))
+        if not done:
+            return
+        async with self.sessions.begin() as session:
+            await sending.file_sent_many(session, places)
+            await outbox.mark_done_many(session, [(item.id, result) for item, result in done])
+        for item, _ in done:
+            self._done(item, report)
+
+    async def _file_fresh(
+        self, item: outbox.ClaimedItem, folder: str, raw: bytes
+    ) -> tuple[dict[str, Any], tuple[int, int] | None]:
+        """APPEND a letter sent just now to Sent; no earlier attempt can have filed it."""
+        session = await self._session(item.account)
+        try:
+            place = await self._append(session, folder, raw)
+        except ImapConnectionError:
+            await self._drop(item.account)
+            raise
+        except ImapCommandError as exc:  # sent, but the server will not file it: do not resend
+            log.warning("sent_not_filed", outbox_id=item.id, folder=folder, error=str(exc))
+            return {"filed": False, "error": str(exc)[:500]}, None
+        uid = place[1] if place is not None else None
+        return {"filed": True, "folder": folder, "uid": uid}, place
+
     async def _autoreply(self, item: outbox.ClaimedItem) -> dict[str, Any]:
         """Send an auto-reply, store it as outgoing, record the throttle as sent, file it in Sent."""
         if item.letter_id is None:
@@ -461,11 +697,21 @@ class Dispatcher:
             row = await sending.load_send(session, item.id, account_id)
             files = [await self._file(session, ref) for ref in row.files]
             letters = [await repo.letter_raw(session, i) for i in row.letter_ids]
-        author = row.author
-        draft = draft_for(
+        draft = self._draft(account, row, files, letters)
+        return ComposedSend(compose_letter(draft), row.author)
+
+    def _draft(
+        self,
+        account: AccountConfig,
+        row: sending.SendRow,
+        files: list[FileAttachment],
+        letters: list[bytes],
+    ) -> Draft:
+        """Make the draft of a row, with its files and attached letters read."""
+        return draft_for(
             self.config,
             account,
-            author,
+            row.author,
             Message(
                 to=row.mail_to,
                 cc=row.mail_cc,
@@ -478,7 +724,6 @@ class Dispatcher:
             files=files,
             letters=letters,
         )
-        return ComposedSend(compose_letter(draft), author)
 
     async def _file(self, session: AsyncSession, ref: sending.FileRef) -> FileAttachment:
         """Give an attachment's bytes: its own, or the file of a stored letter it refers to."""
@@ -506,7 +751,11 @@ class Dispatcher:
             if message_id and await session.folder_exists(folder):
                 await session.select(folder)
                 found = await session.search_message_id(message_id)
-            uid = found[0] if found else await self._append(session, folder, raw)
+            if found:
+                uid: int | None = found[0]
+            else:
+                place = await self._append(session, folder, raw)
+                uid = place[1] if place is not None else None
             status = await session.select(folder)
         except ImapConnectionError:
             await self._drop(item.account)
@@ -521,16 +770,18 @@ class Dispatcher:
                 await sending.file_sent(db, letter_id, uidvalidity=status.uidvalidity, uid=uid)
         return {"filed": True, "folder": folder, "uid": uid}
 
-    async def _append(self, session: ImapSession, folder: str, raw: bytes) -> int | None:
+    async def _append(
+        self, session: ImapSession, folder: str, raw: bytes
+    ) -> tuple[int, int] | None:
         """APPEND as seen, creating the folder when the server says it does not exist."""
         try:
-            return await session.append(folder, raw, flags=["\\Seen"])
+            return await session.append_placed(folder, raw, flags=["\\Seen"])
         except ImapCommandError as exc:
             if not exc.trycreate:
                 raise
         await session.create_folder(folder)
         log.info("folder_created", folder=folder)
-        return await session.append(folder, raw, flags=["\\Seen"])
+        return await session.append_placed(folder, raw, flags=["\\Seen"])
 
     def _smtp(self) -> SmtpSender:
         """Give the relay connection, made on first use."""
@@ -539,6 +790,16 @@ class Dispatcher:
                 raise Unperformable("no [smtp] section in the config to send through")
             self._sender = SmtpSender(self.config.smtp, timeout=self.settings.smtp_timeout_seconds)
         return self._sender
+
+    def _senders(self, letters: int) -> list[SmtpSender]:
+        """Give up to SMTP_CONNECTIONS relay connections for a batch of letters, made on first use."""
+        wanted = max(1, min(letters, SMTP_CONNECTIONS))
+        first = self._smtp()
+        while 1 + len(self._more_senders) < wanted and self.config.smtp is not None:
+            self._more_senders.append(
+                SmtpSender(self.config.smtp, timeout=self.settings.smtp_timeout_seconds)
+            )
+        return [first, *self._more_senders[: wanted - 1]]
 
     # -- the mailbox -----------------------------------------------------------------------
 

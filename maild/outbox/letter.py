@@ -17,6 +17,7 @@ Pure: everything it needs comes in a ``Draft``; it gives the bytes to send and w
 
 from __future__ import annotations
 
+import base64
 import email.policy
 import email.utils
 import html
@@ -25,8 +26,9 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
+from typing import Any
 
 from maild.core.addresses import address_problem
 from maild.core.letter import Address as LetterAddress
@@ -39,7 +41,33 @@ _LINE_BREAK = re.compile(r"[\r\n\x00]")
 _FONT = re.compile(r"^[A-Za-z0-9 ,.\-']{1,120}$")
 _SIZE = re.compile(r"^\d+(?:\.\d+)?(?:pt|px|em|%)$")
 _MB = 1024 * 1024
+_BASE64_LINE = 76  # characters, as the email package writes them
 _MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+
+
+class _Registry(HeaderRegistry):
+    """The email package's header classes, each made once instead of once per header set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        """Give the class for a header name, made on first use."""
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+    def map_to_type(self, name: str, cls: type[Any]) -> None:
+        """Map a header name to a class, forgetting the class made for it before."""
+        super().map_to_type(name, cls)
+        self._made.pop(name.lower(), None)
+
+
+_HEADERS = _Registry()
+_POLICY = email.policy.SMTP.clone(header_factory=_HEADERS)
 
 
 class DraftError(ValueError):
@@ -110,7 +138,7 @@ def compose(draft: Draft) -> Composed:
     sender = Address(
         display_name=_one_line(draft.sender_name, "sender name"), addr_spec=draft.account_address
     )
-    msg = EmailMessage(policy=email.policy.SMTP)
+    msg = EmailMessage(policy=_POLICY)
     msg["From"] = sender
     if to:
         msg["To"] = to
@@ -124,16 +152,22 @@ def compose(draft: Draft) -> Composed:
     msg.set_content(plain or _text_of(body_html, signature))
     if body_html:
         msg.add_alternative(_html(body_html, signature, signature_html, draft.font), subtype="html")
+    bodies = []
     for position, item in enumerate(draft.files):
         where = f"files[{position}]"
         maintype, subtype = _content_type(item.content_type, f"{where}.content_type")
+        token = secrets.token_hex(16).encode("ascii") if item.content else b""
         msg.add_attachment(
-            item.content,
+            token,
             maintype=maintype,
             subtype=subtype,
             filename=_one_line(item.filename, f"{where}.filename"),
+            cte="base64",
         )
-    raw = _with_letters(msg, draft.letters)
+        if token:
+            bodies.append((base64.b64encode(token), item.content))
+    _name_boundaries(msg)
+    raw = _with_letters(msg, bodies, draft.letters)
     everyone = tuple(a.addr_spec for a in (*to, *cc, *bcc))
     return Composed(
         raw,
@@ -143,10 +177,12 @@ def compose(draft: Draft) -> Composed:
     )
 
 
-def _with_letters(msg: EmailMessage, letters: Sequence[bytes]) -> bytes:
+def _with_letters(
+    msg: EmailMessage, bodies: Sequence[tuple[bytes, bytes]], letters: Sequence[bytes]
+) -> bytes:
     """Attach stored letters as message/rfc822 parts holding their original bytes, unchanged."""
     if not letters:
-        return msg.as_bytes()
+        return _with_bodies(msg.as_bytes(), bodies)
     if msg.get_content_type() != "multipart/mixed":
         msg.make_mixed()
     everything = b"".join(letters)
@@ -154,16 +190,40 @@ def _with_letters(msg: EmailMessage, letters: Sequence[bytes]) -> bytes:
     tokens = []
     for number, raw in enumerate(letters, 1):
         token = f"maild-letter-{secrets.token_hex(16)}"
-        part = EmailMessage(policy=email.policy.SMTP)
+        part = EmailMessage(policy=_POLICY)
         part["Content-Type"] = "message/rfc822"
         part["Content-Disposition"] = f'attachment; filename="letter-{number}.eml"'
         part["Content-Transfer-Encoding"] = transfer_encoding(raw)
         part.set_payload(token)
         msg.attach(part)
         tokens.append((token.encode("ascii"), raw))
-    out = msg.as_bytes()
+    out = _with_bodies(msg.as_bytes(), bodies)
     for marker, raw in tokens:
         out = out.replace(marker, raw, 1)  # the CRLF before the boundary is the boundary's own
+    return out
+
+
+def _name_boundaries(msg: EmailMessage) -> None:
+    """Give each multipart a random boundary now.
+
+    Left to the email package, each boundary is checked by a regular expression against the
+    whole text of its part; a random 96-bit name does not occur in it.
+    """
+    for part in msg.walk():
+        if part.is_multipart() and part.get_boundary() is None:
+            part.set_boundary(f"maild-{secrets.token_hex(12)}")
+
+
+def _with_bodies(out: bytes, bodies: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """Put each file's base64 lines where its placeholder's are.
+
+    The email package writes a base64 body line by line, the larger part of composing a
+    letter with attachments; the same 76-column lines come from one C call here.
+    """
+    for marker, content in bodies:
+        whole = base64.b64encode(content)
+        lines = [whole[at : at + _BASE64_LINE] for at in range(0, len(whole), _BASE64_LINE)]
+        out = out.replace(marker, b"\r\n".join(lines), 1)
     return out
 
 
@@ -245,7 +305,7 @@ def _addresses(value: str, where: str) -> list[Address]:
     if not value.strip():
         return []
     _one_line(value, where)
-    header = email.policy.default.header_factory(where, value)
+    header: Any = _HEADERS(where, value)  # "to", "cc" or "bcc": an address header
     if header.defects:
         raise DraftError(f"{where}: {value!r} is not a list of addresses: {header.defects[0]}")
     out = []

@@ -268,3 +268,84 @@ async def _accounts_ready(db_url: str) -> bool:
 
 async def _sent(sink: SmtpSink) -> bool:
     return len(sink.messages) == 1
+
+
+async def test_a_batch_of_letters_each_sent_and_filed_once(
+    dovecot: DovecotServer, tmp_path: Path, db_url: str, smtp_sink: SmtpSink
+) -> None:
+    """Letters claimed together go over several SMTP connections: each is sent once, filed once
+    with its UID, stored once as outgoing; a row that cannot be composed is dead, the rest go."""
+    config, _, sent = _config(dovecot, tmp_path, db_url, smtp_sink.port)
+    assert (await Daemon(config).run(once=True)).ok
+    count = 20
+    for n in range(count):
+        await _queue(
+            db_url,
+            config,
+            NewLetter(
+                account="sales",
+                to=f"Client {n} <client{n}@client.example>",
+                subject=f"Offer {n}",
+                text=f"Offer {n}\n\n{{current_user}}",
+                author_login="anna",
+                files=[FileAttachment(f"offer-{n}.pdf", "application/pdf", bytes([n]) * 3000)],
+            ),
+            key=f"crm:batch:{n}",
+        )
+    engine = create_engine(db_url)
+    try:  # a row the CRM wrote past queue_letter's checks: an unknown autotext
+        async with session_factory(engine).begin() as session:
+            await session.execute(
+                insert(OutboxItem).values(
+                    account_id=1,
+                    kind="send",
+                    target="",
+                    payload={},
+                    idempotency_key="crm:batch:bad",
+                    seq=0,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=utcnow(),
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                    mail_to=CLIENT,
+                    subject="Offer",
+                    text_body="Hello {first_name}",
+                    attach_letter_ids=[],
+                )
+            )
+    finally:
+        await engine.dispose()
+    result = await Daemon(config).run(once=True)
+    assert result.outbox is not None
+    assert (result.outbox.done, result.outbox.dead) == (count, 1)
+    assert sorted(m.rcpt_tos[0] for m in smtp_sink.messages) == sorted(
+        f"client{n}@client.example" for n in range(count)
+    )
+    assert len(dovecot.uids("sales", sent)) == count
+    rows = await _one(
+        db_url,
+        select(OutboxItem.status, OutboxItem.result, OutboxItem.letter_id, OutboxItem.last_error)
+        .where(OutboxItem.kind == "send")
+        .order_by(OutboxItem.id),
+    )
+    assert [status for status, *_ in rows] == ["done"] * count + ["dead"]
+    assert "unknown autotext" in rows[-1][3]
+    uids = {row_result["uid"] for _, row_result, _, _ in rows[:count]}
+    assert len(uids) == count and all(row_result["filed"] for _, row_result, _, _ in rows[:count])
+    stored = await _one(
+        db_url,
+        select(Letter.id, Letter.uid, Letter.direction, Letter.responsible_login)
+        .join(Folder, Folder.id == Letter.folder_id)
+        .where(Folder.name == sent),
+    )
+    assert sorted(letter_id for letter_id, *_ in stored) == sorted(r[2] for r in rows[:count])
+    assert {uid for _, uid, _, _ in stored} == uids
+    assert {(d, who) for _, _, d, who in stored} == {("out", "anna")}
+    # Reading the Sent folder again stores no twin of any sent letter.
+    assert (await Daemon(config).run(once=True)).ok
+    again = await _one(
+        db_url,
+        select(Letter.id).join(Folder, Folder.id == Letter.folder_id).where(Folder.name == sent),
+    )
+    assert len(again) == count

@@ -7,6 +7,7 @@ import pytest
 from maild.errors import ImapCommandError
 from maild.ingest.imap_write import (
     appenduid,
+    appenduid_placed,
     check_flag,
     copyuid_map,
     flag_list,
@@ -105,3 +106,9 @@ def test_list_names() -> None:
         b"List completed.",
     ]
     assert list_names(lines) == ["INBOX", 'a "b" c', "Flat", "lit()"]
+
+
+def test_appenduid_placed() -> None:
+    """APPENDUID gives the folder's UIDVALIDITY too, so filing a sent letter needs no SELECT."""
+    assert appenduid_placed(b"[APPENDUID 1795 42] Append completed.") == (1795, 42)
+    assert appenduid_placed(b"Append completed.") is None
