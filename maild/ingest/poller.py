@@ -254,14 +254,12 @@ class FolderPoller:
             size = sizes.get(uid)
             if size is None:
                 continue  # expunged meanwhile
-            if size > self.options.max_letter_bytes:
-                chunks.append(([uid], True))
-                continue
-            if size > BIG_LETTER_BYTES:  # alone, so the letters around it need not wait for it
+            oversize = size > self.options.max_letter_bytes
+            if oversize or size > BIG_LETTER_BYTES:  # alone, after the letters before it
                 if current:
                     chunks.append((current, False))
                     current, current_bytes = [], 0
-                chunks.append(([uid], False))
+                chunks.append(([uid], oversize))
                 continue
             if current and (
                 len(current) >= MAX_CHUNK_LETTERS or current_bytes + size > MAX_CHUNK_BYTES
