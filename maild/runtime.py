@@ -33,6 +33,7 @@ from maild.leads.book import LeadBook
 from maild.leads.policy import lead_policy
 from maild.leasing import LeaseKeeper, new_owner_id
 from maild.logging import get_logger
+from maild.memory import unmap_big_blocks
 from maild.metrics import Metrics
 from maild.outbox.dispatcher import Dispatcher, DispatchReport
 from maild.pipeline import FolderStore, RetryReport, prepare_folders, retry_failed
@@ -114,6 +115,7 @@ class Daemon:
         stop: asyncio.Event | None = None,
         config_path: Path | None = None,
     ) -> None:
+        unmap_big_blocks()  # big letters leave no resident peak behind in maild's threads
         self.config = config
         self.config_path = config_path
         self.stop = stop or asyncio.Event()

@@ -524,11 +524,45 @@ def parse_fetch_response(lines: Sequence[bytes | bytearray]) -> list[FetchItem]:
 
 
 class _FetchCommand(_aio.FetchCommand):  # type: ignore[misc]
-    """A FETCH command that keeps its parenthesis balance as lines arrive, instead of rescanning."""
+    """A FETCH command that keeps its parenthesis balance as lines arrive, instead of rescanning.
+
+    It also gathers a literal (a letter) as the pieces read, joined into bytes once complete:
+    the stock one grows a bytearray, which the parser then copies into bytes, so every letter
+    of a fetch stood twice in memory until the fetch returned.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._balance = 0
+        self._pieces: list[bytes | memoryview] = []
+        self._received = 0
         super().__init__(*args, **kwargs)
+
+    def literal_missing(self) -> int:
+        """Give how many bytes of the current literal are still to come."""
+        return int(self._expected_size) - self._received
+
+    def wait_literal_data(self) -> bool:
+        """Tell whether a literal is still arriving, counting the pieces instead of a buffer."""
+        return self.literal_missing() > 0
+
+    def append_literal_data(self, data: bytes | memoryview) -> bytes | memoryview:
+        """Keep a piece of the literal; once it is whole, add it to the response as one bytes."""
+        missing = self.literal_missing()
+        piece = data[:missing]
+        if len(piece):
+            self._pieces.append(piece)
+            self._received += len(piece)
+        if not self.wait_literal_data():  # a literal's parentheses are data: not counted
+            super().append_to_resp(b"".join(self._pieces))
+            self._end_literal_data()
+        self._reset_timer()
+        return data[missing:]
+
+    def _end_literal_data(self) -> None:
+        """Forget the pieces of the literal just added to the response."""
+        super()._end_literal_data()
+        self._pieces = []
+        self._received = 0
 
     def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
         """Record a line and update the balance from the last ``n FETCH (`` line on."""
@@ -541,6 +575,13 @@ class _FetchCommand(_aio.FetchCommand):  # type: ignore[misc]
     def wait_data(self) -> bool:
         """Tell whether the current FETCH response is still open, as the stock rescan would."""
         return self._balance != 0
+
+
+def _literal_missing(command: Any) -> int:
+    """Give how many bytes of a command's current literal are still to come."""
+    if isinstance(command, _FetchCommand):
+        return command.literal_missing()
+    return int(command._expected_size) - len(command._resp_literal_data)
 
 
 _CHANGE_SUFFIXES = (b" EXISTS", b" EXPUNGE")
@@ -589,7 +630,7 @@ class _Protocol(_aio.IMAP4ClientProtocol):  # type: ignore[misc]
                     raise _aio.IncompleteRead(current_cmd)
                 return
             if current_cmd is not None and current_cmd.wait_literal_data():
-                wanted = current_cmd._expected_size - len(current_cmd._resp_literal_data)
+                wanted = _literal_missing(current_cmd)
                 end = min(pos + wanted, size)
                 current_cmd.append_literal_data(view[pos:end])
                 pos = end

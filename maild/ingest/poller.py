@@ -26,6 +26,11 @@ MAX_CHUNK_BYTES = 32 * 1024 * 1024
 QUEUE_CHUNKS = 2
 MAX_STORE_GROUP = 64
 ONCE_ATTEMPTS = 3
+#: A letter over this many bytes is fetched in a chunk of its own.
+BIG_LETTER_BYTES = MAX_CHUNK_BYTES // 4
+#: Bytes of letters a folder holds fetched and not yet stored; a bigger chunk (one big letter)
+#: is fetched only when nothing else is in flight, so two big letters never stand side by side.
+MAX_FLIGHT_BYTES = MAX_CHUNK_BYTES
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,27 @@ class LetterSink(Protocol):
     async def synced(self) -> None:
         """Record that the folder has been read to its end."""
         ...
+
+
+class _Flight:
+    """Count the bytes of letters fetched and not yet stored, holding the fetcher past a bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def take(self, size: int) -> None:
+        """Wait until ``size`` more bytes fit under the bound, or nothing is in flight; count them."""
+        while self.used > 0 and self.used + size > self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += size
+
+    def give(self, size: int) -> None:
+        """Count bytes as stored (or, negative, as fetched beyond the estimate) and wake the fetcher."""
+        self.used -= size
+        self._freed.set()
 
 
 class _Stopped(Exception):
@@ -228,8 +254,12 @@ class FolderPoller:
             size = sizes.get(uid)
             if size is None:
                 continue  # expunged meanwhile
-            if size > self.options.max_letter_bytes:
-                chunks.append(([uid], True))
+            oversize = size > self.options.max_letter_bytes
+            if oversize or size > BIG_LETTER_BYTES:  # alone, after the letters before it
+                if current:
+                    chunks.append((current, False))
+                    current, current_bytes = [], 0
+                chunks.append(([uid], oversize))
                 continue
             if current and (
                 len(current) >= MAX_CHUNK_LETTERS or current_bytes + size > MAX_CHUNK_BYTES
@@ -248,9 +278,11 @@ class FolderPoller:
         queue: asyncio.Queue[list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]] | None] = (
             asyncio.Queue(maxsize=QUEUE_CHUNKS)
         )
-        producer = asyncio.ensure_future(self._produce(session, self._chunks(uids, sizes), queue))
+        flight = _Flight(MAX_FLIGHT_BYTES)
+        chunks = self._chunks(uids, sizes)
+        producer = asyncio.ensure_future(self._produce(session, chunks, sizes, queue, flight))
         try:
-            await self._consume(queue)
+            await self._consume(queue, flight)
         finally:
             if not producer.done():
                 producer.cancel()  # stopping, or storing failed: the session is dropped after
@@ -262,16 +294,21 @@ class FolderPoller:
         self,
         session: ImapSession,
         chunks: list[tuple[list[int], bool]],
+        sizes: dict[int, int],
         queue: asyncio.Queue[list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]] | None],
+        flight: _Flight,
     ) -> None:
-        """Fetch chunk after chunk and start parsing each letter as soon as it arrives."""
+        """Fetch chunk after chunk, within the bytes in flight, and start parsing each letter."""
         try:
             for chunk, headers_only in chunks:
                 if self.stop.is_set():
                     break
+                expected = 0 if headers_only else sum(sizes[uid] for uid in chunk)
+                await flight.take(expected)
                 messages = await self._unless_stopped(
                     session.fetch(chunk, headers_only=headers_only)
                 )
+                flight.give(expected - sum(len(m.raw) for m in messages))
                 futures = self.parser.submit_many([m.raw for m in messages])
                 await queue.put(list(zip(messages, futures, strict=True)))
         except asyncio.CancelledError:
@@ -284,6 +321,7 @@ class FolderPoller:
     async def _consume(
         self,
         queue: asyncio.Queue[list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]] | None],
+        flight: _Flight,
     ) -> None:
         """Store letters in UID order, grouping those already parsed, so the cursor only moves forward."""
         while (batch := await queue.get()) is not None:
@@ -303,6 +341,7 @@ class FolderPoller:
                 ):
                     group.append(batch[position + len(group)])
                 await self._store_group(group)
+                flight.give(sum(len(message.raw) for message, _ in group))
                 position += len(group)
 
     async def _store_group(

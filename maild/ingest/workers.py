@@ -18,6 +18,7 @@ from typing import IO
 from maild.core.letter import ParsedLetter
 from maild.errors import ParseError
 from maild.ingest.parse import HashedLetter, parse_and_hash
+from maild.memory import unmap_big_blocks
 
 #: Seconds one letter may take to parse unless the config says otherwise.
 DEFAULT_TIMEOUT = 120.0
@@ -30,6 +31,7 @@ _sink: IO[str] | None = None
 def _start_worker() -> None:
     """Silence mail-parser in a worker (defects are recorded on the letter) and tie it to maild."""
     logging.getLogger("mailparser").setLevel(logging.CRITICAL)
+    unmap_big_blocks()  # a big letter's parse is given back, not kept by an idle worker
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent,), name="parent", daemon=True).start()

@@ -538,8 +538,13 @@ async def test_stock_protocol_still_recurses() -> None:
         await task
 
 
-async def responses_for(cls: type[Any], pieces: list[bytes], make: Any) -> list[Any]:
+async def responses_for(cls: type[Any], pieces: list[int], make: Any) -> list[Any]:
     """Feed a response in the given pieces to a fresh protocol and give the lines it built."""
+    return [bytes(line) for line in await _response_lines(cls, pieces, make)]
+
+
+async def _response_lines(cls: type[Any], pieces: list[int], make: Any) -> list[Any]:
+    """Feed a response in pieces of the given sizes and give its lines as the protocol built them."""
     protocol, transport = selected_protocol(cls)
     task, tag = await start_fetch(protocol, transport)
     data = make(tag)
@@ -552,7 +557,7 @@ async def responses_for(cls: type[Any], pieces: list[bytes], make: Any) -> list[
             offset += size
         protocol.data_received(data[offset:])
     response = await asyncio.wait_for(task, 5)
-    return [bytes(line) for line in response.lines]
+    return list(response.lines)
 
 
 async def test_split_reads_give_the_same_response() -> None:
@@ -572,6 +577,14 @@ async def test_split_reads_give_the_same_response() -> None:
         (2, b""),
         (3, b"A: b\r\n\r\n"),
     ]
+
+
+async def test_a_literal_is_one_bytes_object_the_parser_keeps_without_copying() -> None:
+    """A letter read in pieces becomes bytes once, and the fetched item holds that very object."""
+    response = await _response_lines(imap._Protocol, [5, 3, 9, 1, 1], literal_response)
+    literals = [line for line in response if type(line) is bytes and line.startswith(b"line1")]
+    assert literals == [b"line1\r\n(((\r\n"]
+    assert parse_fetch_response(response)[0].body is literals[0]
 
 
 async def test_data_received_does_not_format_debug_output(caplog: pytest.LogCaptureFixture) -> None:

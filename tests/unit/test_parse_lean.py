@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import random
 from pathlib import Path
 
@@ -49,6 +51,65 @@ def test_lean_parser_reads_what_mail_parser_reads(monkeypatch: pytest.MonkeyPatc
     stock = [_outcome(raw) for raw in letters]
     for raw, mine, theirs in zip(letters, lean, stock, strict=True):
         assert mine == theirs, raw[:200]
+
+
+def test_pieces_and_slices_read_what_one_piece_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Feeding letters in tiny pieces and decoding attachments in odd slices changes nothing."""
+    letters = _letters()
+    monkeypatch.setattr(parse, "_MailParser", mailparser.MailParser)
+    monkeypatch.setattr(parse, "_B64_SLICE", 1 << 40)
+    stock = [_outcome(raw) for raw in letters]
+    monkeypatch.undo()
+    monkeypatch.setattr(parse, "_FEED_BYTES", 7)
+    monkeypatch.setattr(parse, "_B64_SLICE", 13)
+    sliced = [_outcome(raw) for raw in letters]
+    for raw, mine, theirs in zip(letters, sliced, stock, strict=True):
+        assert mine == theirs, raw[:200]
+
+
+_B64 = base64.encodebytes(bytes(range(256)) * 3).decode("ascii")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _B64,
+        _B64.replace("\n", "\r\n"),
+        _B64.rstrip("\n") + "==",
+        _B64[:-3] + "=\n",
+        _B64[:-4] + "==\n",
+        _B64[:-2] + "A",
+        _B64[:-2] + "AB",
+        _B64[:400] + "=" + _B64[400:],
+        _B64[:400] + "==" + _B64[400:],
+        _B64[:401] + "==" + _B64[401:],
+        _B64[:402] + "=" + _B64[402:],
+        _B64[:300] + " *!\t" + _B64[300:],
+        _B64[:300] + "я" + _B64[300:],
+        _B64 + "====",
+        "=" + _B64,
+        "\n" * 40,
+        "A" * 101,
+        "QUJD" * 50 + "=",
+    ],
+)
+@pytest.mark.parametrize("binary", [True, False])
+def test_sliced_base64_digest_is_the_whole_decode(
+    monkeypatch: pytest.MonkeyPatch, payload: str, binary: bool
+) -> None:
+    """An attachment's size and hash come out as from decoding it whole, for any slice size."""
+    content = parse._payload_bytes({"payload": payload, "binary": binary})
+    whole = (len(content), hashlib.sha256(content).hexdigest())
+    try:
+        base64.b64decode(payload)
+        decodes = True
+    except ValueError:
+        decodes = False
+    for size in (1, 2, 3, 4, 5, 13, 76, 77, 400, 10_000):
+        monkeypatch.setattr(parse, "_B64_SLICE", size)
+        assert parse._payload_digest({"payload": payload, "binary": binary}) == whole, size
+        if binary and decodes:  # the slices did it, not the whole decode as a fallback
+            assert parse._b64_digest(payload) == whole, size
 
 
 def _outcome(raw: bytes) -> object:
