@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,6 +27,9 @@ from maild.settings import Config
 
 log = get_logger(__name__)
 
+#: Seconds between two writes of a folder's ``last_synced_at`` once its first pass is recorded.
+SYNCED_EVERY = 60.0
+
 
 @dataclass
 class FolderStore:
@@ -36,6 +44,16 @@ class FolderStore:
     on_queued: Callable[[], None] | None = None
     is_sent_folder: bool = False
     lease_owner: str | None = None  # set when several processes share folders by leases
+    #: One lock shared by every folder's writes on SQLite, whose single writer lock is taken by
+    #: sleeping and retrying: with it, a folder's new letter waits its turn behind at most the
+    #: transaction in progress, instead of losing every race to another folder's backlog.
+    write_gate: asyncio.Lock | None = None
+
+    _marked_at: float | None = field(default=None, init=False, repr=False)
+
+    def _writing(self) -> AbstractAsyncContextManager[Any]:
+        """Take the write gate if there is one."""
+        return self.write_gate if self.write_gate is not None else contextlib.nullcontext()
 
     async def cursor(self) -> Cursor:
         """Read the folder's cursor."""
@@ -45,15 +63,23 @@ class FolderStore:
 
     async def set_uidvalidity(self, uidvalidity: int, *, changed: bool) -> None:
         """Adopt a new UIDVALIDITY; stored letters are re-matched by content as they come back."""
-        async with self.sessions.begin() as session:
+        async with self._writing(), self.sessions.begin() as session:
             await repo.set_uidvalidity(
                 session, self.folder_id, uidvalidity, changed=changed, owner=self.lease_owner
             )
 
     async def synced(self) -> None:
-        """Record a complete pass."""
-        async with self.sessions.begin() as session:
+        """Record a complete pass: the first at once, then at most every SYNCED_EVERY seconds.
+
+        A pass ends after every IDLE wake-up; writing each would put a write transaction
+        between a folder's letter and its return to IDLE, where the next letter is heard.
+        """
+        now = time.monotonic()
+        if self._marked_at is not None and now - self._marked_at < SYNCED_EVERY:
+            return
+        async with self._writing(), self.sessions.begin() as session:
             await repo.mark_synced(session, self.folder_id, owner=self.lease_owner)
+        self._marked_at = now
 
     async def store(
         self, message: FetchedMessage, parsed: ParsedLetter | None, error: str | None
@@ -127,7 +153,7 @@ class FolderStore:
         """Run one transaction: move the cursor past the letters, then re-match or insert each one."""
         results: dict[int, tuple[str, int | None]] = {}
         queued = 0
-        async with self.sessions.begin() as session:
+        async with self._writing(), self.sessions.begin() as session:
             folder = await repo.advance_and_load_folder(
                 session,
                 self.folder_id,

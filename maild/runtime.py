@@ -20,7 +20,7 @@ from maild.core.status import StatusBoard
 from maild.db import autoreply as autoreply_db
 from maild.db import leases, migrate, notify
 from maild.db import outbox as outbox_db
-from maild.db.engine import create_engine, session_factory
+from maild.db.engine import create_engine, is_sqlite, session_factory
 from maild.db.tables import OutboxItem
 from maild.decide import Decider, RulesHolder
 from maild.dryrun.replay import open_read_only
@@ -125,6 +125,7 @@ class Daemon:
         self.rules = RulesHolder(config.ruleset)
         self.dispatcher: Dispatcher | None = None
         self.autoreply: AutoreplyScheduler | None = None
+        self._write_gate: asyncio.Lock | None = None  # SQLite: the folders' writes take turns
 
     async def run(self, *, once: bool = False) -> RunResult:
         """Sync every enabled folder; with once, read each folder to its end and return."""
@@ -286,6 +287,8 @@ class Daemon:
             reconnect_max=daemon.reconnect_max_seconds,
         )
         pollers: dict[int, FolderPoller] = {}
+        if self._write_gate is None and is_sqlite(self.config.database_url()):
+            self._write_gate = asyncio.Lock()
         for account in self.config.accounts:
             if not account.enabled:
                 continue
@@ -315,6 +318,7 @@ class Daemon:
                     on_queued=self.dispatcher.wake if self.dispatcher is not None else None,
                     is_sent_folder=folder == account.folders.sent,
                     lease_owner=owner,
+                    write_gate=self._write_gate,
                 )
                 pollers[folder_id] = FolderPoller(
                     account=account.name,

@@ -24,7 +24,7 @@ T = TypeVar("T")
 MAX_CHUNK_LETTERS = 150
 MAX_CHUNK_BYTES = 32 * 1024 * 1024
 QUEUE_CHUNKS = 2
-MAX_STORE_GROUP = 64
+MAX_STORE_GROUP = 16
 ONCE_ATTEMPTS = 3
 #: A letter over this many bytes is fetched in a chunk of its own.
 BIG_LETTER_BYTES = MAX_CHUNK_BYTES // 4
@@ -125,6 +125,7 @@ class FolderPoller:
         self.stop = stop
         self.log = log.bind(account=account, folder=folder)
         self._failures = 0
+        self._stored_through = 0
 
     async def run(self, *, once: bool = False) -> bool:
         """Sync until stopped (or, with once, until the folder is read); give True on success."""
@@ -183,8 +184,9 @@ class FolderPoller:
         try:
             self.status.connected(self.account, self.folder)
             self.metrics.connected.labels(self.account, self.folder).set(1)
+            cursor: Cursor | None = None
             while not self.stop.is_set():
-                await self.sync(session)
+                cursor = await self.sync(session, cursor)
                 if once:
                     return
                 await self._wait_for_news(session)
@@ -226,8 +228,28 @@ class FolderPoller:
         else:
             idle.cancel()
 
-    async def sync(self, session: ImapSession) -> None:
-        """Bring the folder up to date: UIDVALIDITY check, then every UID after the cursor."""
+    async def sync(self, session: ImapSession, known: Cursor | None = None) -> Cursor:
+        """Bring the folder up to date: UIDVALIDITY check, then every UID after the cursor; give the cursor.
+
+        ``known`` is the cursor this session's last pass left. While the folder stays selected
+        for IDLE, neither SELECT nor the database is asked again: UIDs cannot change within one
+        selection (RFC 3501, 2.3.1.1), and only this poller moves the folder's cursor.
+        """
+        if known is not None and session.has_idle and session.selected == self.folder:
+            cursor = known
+        else:
+            cursor = await self._open_folder(session)
+        uids = await self._unless_stopped(session.uids_after(cursor.last_uid))
+        if uids:
+            stored_through = await self._ingest(session, uids)
+            cursor = Cursor(cursor.uidvalidity, max(cursor.last_uid, stored_through))
+        if not self.stop.is_set():
+            await self.sink.synced()
+            self.status.synced(self.account, self.folder)
+        return cursor
+
+    async def _open_folder(self, session: ImapSession) -> Cursor:
+        """SELECT the folder and read its cursor, adopting a new UIDVALIDITY if the server has one."""
         state = await self._unless_stopped(session.select(self.folder))
         cursor = await self.sink.cursor()
         if cursor.uidvalidity != state.uidvalidity:
@@ -238,12 +260,7 @@ class FolderPoller:
                 )
             await self.sink.set_uidvalidity(state.uidvalidity, changed=changed)
             cursor = Cursor(uidvalidity=state.uidvalidity, last_uid=0)
-        uids = await self._unless_stopped(session.uids_after(cursor.last_uid))
-        if uids:
-            await self._ingest(session, uids)
-        if not self.stop.is_set():
-            await self.sink.synced()
-            self.status.synced(self.account, self.folder)
+        return cursor
 
     def _chunks(self, uids: Sequence[int], sizes: dict[int, int]) -> list[tuple[list[int], bool]]:
         """Group UIDs into fetches bounded by count and bytes; oversize letters fetch headers only."""
@@ -272,8 +289,9 @@ class FolderPoller:
             chunks.append((current, False))
         return chunks
 
-    async def _ingest(self, session: ImapSession, uids: Sequence[int]) -> None:
-        """Fetch, parse and store with the three stages overlapped, storing in UID order."""
+    async def _ingest(self, session: ImapSession, uids: Sequence[int]) -> int:
+        """Fetch, parse and store with the three stages overlapped, in UID order; give the last UID stored."""
+        self._stored_through = 0
         sizes = await self._unless_stopped(session.sizes(uids))
         queue: asyncio.Queue[list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]] | None] = (
             asyncio.Queue(maxsize=QUEUE_CHUNKS)
@@ -289,6 +307,7 @@ class FolderPoller:
                 await asyncio.wait({producer})
         if not producer.cancelled():
             producer.result()  # a fetch error ends the consumer early: re-raise it here
+        return self._stored_through
 
     async def _produce(
         self,
@@ -309,7 +328,7 @@ class FolderPoller:
                     session.fetch(chunk, headers_only=headers_only)
                 )
                 flight.give(expected - sum(len(m.raw) for m in messages))
-                futures = self.parser.submit_many([m.raw for m in messages])
+                futures = self.parser.submit_many([m.raw for m in messages], lane=self)
                 await queue.put(list(zip(messages, futures, strict=True)))
         except asyncio.CancelledError:
             raise  # the consumer is gone: nobody waits for the end marker
@@ -363,6 +382,7 @@ class FolderPoller:
                 )
             items.append((message, parsed, error))
         outcomes = await self.sink.store_many(items)
+        self._stored_through = group[-1][0].uid  # the transaction moved the cursor this far
         for (message, _), outcome in zip(group, outcomes, strict=True):
             self._count(message, outcome)
 

@@ -9,7 +9,8 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
@@ -24,14 +25,19 @@ from maild.memory import unmap_big_blocks
 DEFAULT_TIMEOUT = 120.0
 #: Seconds past the timeout after which a worker stuck in C code (deaf to the alarm) is ended.
 HARD_GRACE = 10.0
+#: How much lower a worker's CPU priority is than maild's: storing and IMAP, short steps a new
+#: letter waits on, get a core at once instead of queueing behind bulk parsing; a machine
+#: with cores to spare still gives the workers all of them.
+WORKER_NICENESS = 10
 
 _sink: IO[str] | None = None
 
 
 def _start_worker() -> None:
-    """Silence mail-parser in a worker (defects are recorded on the letter) and tie it to maild."""
+    """Silence mail-parser in a worker (defects are recorded on the letter), lower its priority, tie it to maild."""
     logging.getLogger("mailparser").setLevel(logging.CRITICAL)
     unmap_big_blocks()  # a big letter's parse is given back, not kept by an idle worker
+    os.nice(WORKER_NICENESS)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent,), name="parent", daemon=True).start()
@@ -90,12 +96,13 @@ def _guarded(
         signal.signal(signal.SIGALRM, previous)
 
 
-GROUP_LETTERS = 16
-GROUP_BYTES = 1024 * 1024
+GROUP_LETTERS = 4
+GROUP_BYTES = 256 * 1024
 
 
 def _groups(raws: Sequence[bytes]) -> list[tuple[int, int]]:
-    """Cut letters into runs of at most 16 letters and 1 MiB, so small letters share a round trip."""
+    """Cut letters into runs of at most 4 letters and 256 KiB: small letters share a round trip, and a
+    worker is soon free for another folder's new letter."""
     groups: list[tuple[int, int]] = []
     start, size = 0, 0
     for index, raw in enumerate(raws):
@@ -113,11 +120,33 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+class _Group:
+    """Letters waiting to be parsed in one worker call, with their futures."""
+
+    __slots__ = ("futures", "order", "raws")
+
+    def __init__(
+        self, raws: list[bytes], futures: list[asyncio.Future[ParsedLetter]], order: int
+    ) -> None:
+        self.raws = raws
+        self.futures = futures
+        self.order = order
+
+    def abandoned(self) -> bool:
+        """Tell whether nobody waits for these letters any more (the consumer stopped)."""
+        return all(future.done() for future in self.futures)
+
+
 class ParserPool:
     """Parse letters in worker processes; a dead worker costs one letter's parse, never the daemon.
 
     Each letter gets ``timeout`` seconds: past them it fails with the reason, and a worker that
     does not answer the alarm (stuck in C code) ends itself ``HARD_GRACE`` seconds later.
+
+    Groups wait here, one queue per lane (a folder), and at most one group per worker is
+    handed to the workers at a time; the next one comes from the lane with the fewest groups
+    waiting. So a folder's new letter is parsed as soon as a worker is free, instead of
+    behind every queued letter of another folder's backlog.
     """
 
     def __init__(self, workers: int = 0, *, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -126,6 +155,8 @@ class ParserPool:
         self._executor: ProcessPoolExecutor | None = None
         self._isolation = asyncio.Lock()
         self._tasks: set[asyncio.Future[None]] = set()
+        self._lanes: dict[Hashable, deque[_Group]] = {}
+        self._queued = 0  # groups ever queued: the order that breaks ties between lanes
 
     def _pool(self) -> ProcessPoolExecutor:
         """Start the workers on first use; spawn, because forking a process with threads is unsafe."""
@@ -141,17 +172,49 @@ class ParserPool:
         """Start parsing one letter now and give a future."""
         return self.submit_many([raw])[0]
 
-    def submit_many(self, raws: Sequence[bytes]) -> list[asyncio.Future[ParsedLetter]]:
-        """Start parsing letters now, a few per worker call, and give one future per letter in order."""
+    def submit_many(
+        self, raws: Sequence[bytes], *, lane: Hashable | None = None
+    ) -> list[asyncio.Future[ParsedLetter]]:
+        """Queue letters for parsing, a few per worker call, and give one future per letter in order.
+
+        Letters of one ``lane`` are parsed in the order given; without a lane the call is a
+        lane of its own.
+        """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[ParsedLetter]] = [loop.create_future() for _ in raws]
+        queue = self._lanes.setdefault(object() if lane is None else lane, deque())
         for start, end in _groups(raws):
-            task = asyncio.ensure_future(
-                self._run_group(loop, list(raws[start:end]), futures[start:end])
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._queued += 1
+            queue.append(_Group(list(raws[start:end]), futures[start:end], self._queued))
+        self._dispatch(loop)
         return futures
+
+    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand groups to idle workers, taking each from the lane with the fewest waiting."""
+        while len(self._tasks) < self.workers and (group := self._next_group()) is not None:
+            task = asyncio.ensure_future(self._run_group(loop, group.raws, group.futures))
+            self._tasks.add(task)
+            task.add_done_callback(lambda done: self._group_done(loop, done))
+
+    def _next_group(self) -> _Group | None:
+        """Take the next group: the shortest lane's oldest, so a new letter never queues behind a backlog."""
+        while self._lanes:
+            lane = min(
+                self._lanes, key=lambda key: (len(self._lanes[key]), self._lanes[key][0].order)
+            )
+            queue = self._lanes[lane]
+            group = queue.popleft()
+            if not queue:
+                del self._lanes[lane]
+            if not group.abandoned():
+                return group
+        return None
+
+    def _group_done(self, loop: asyncio.AbstractEventLoop, task: asyncio.Future[None]) -> None:
+        """Free the worker's slot and hand it the next group."""
+        self._tasks.discard(task)
+        if not loop.is_closed():
+            self._dispatch(loop)
 
     async def _run_group(
         self,
@@ -231,7 +294,12 @@ class ParserPool:
             self._executor = None
 
     def close(self) -> None:
-        """Stop the workers."""
+        """Stop the workers; letters still queued are cancelled."""
+        lanes, self._lanes = self._lanes, {}
+        for queue in lanes.values():
+            for group in queue:
+                for future in group.futures:
+                    future.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
