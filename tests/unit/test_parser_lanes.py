@@ -1,0 +1,71 @@
+"""The parser pool's lanes: a folder's new letter is parsed before another folder's queued backlog."""
+
+from __future__ import annotations
+
+import asyncio
+
+from maild.ingest.workers import GROUP_LETTERS, ParserPool
+from maild.testing.samples import letter
+
+
+def raw(n: int) -> bytes:
+    """A small distinct letter."""
+    return letter(sender=("A", "a@x.example"), to="s@corp.example", subject=f"s{n}", body="b")
+
+
+async def test_a_new_lane_goes_before_a_queued_backlog() -> None:
+    """With one worker busy on a backlog, a letter of another lane is parsed next, not last."""
+    pool = ParserPool(1)
+    finished: list[str] = []
+    try:
+        backlog = pool.submit_many([raw(n) for n in range(GROUP_LETTERS * 6)], lane="backlog")
+        for n, future in enumerate(backlog):
+            future.add_done_callback(lambda _, n=n: finished.append(f"backlog{n}"))
+        [fresh] = pool.submit_many([raw(999)], lane="push")
+        fresh.add_done_callback(lambda _: finished.append("push"))
+        assert (await fresh).subject == "s999"
+        parsed = await asyncio.gather(*backlog)
+    finally:
+        pool.close()
+    assert [p.subject for p in parsed] == [f"s{n}" for n in range(GROUP_LETTERS * 6)]
+    # the first backlog group was already with the worker; the new letter came right after it
+    assert finished.index("push") == GROUP_LETTERS
+    assert [name for name in finished if name != "push"] == [
+        f"backlog{n}" for n in range(GROUP_LETTERS * 6)
+    ]
+
+
+async def test_letters_without_a_lane_are_all_parsed_once_each() -> None:
+    """Calls without a lane are lanes of their own; every letter gets its own result."""
+    pool = ParserPool(2)
+    try:
+        calls = [pool.submit_many([raw(10 * c + n) for n in range(c + 1)]) for c in range(5)]
+        results = [[p.subject for p in await asyncio.gather(*call)] for call in calls]
+    finally:
+        pool.close()
+    assert results == [[f"s{10 * c + n}" for n in range(c + 1)] for c in range(5)]
+
+
+async def test_close_cancels_letters_still_queued() -> None:
+    """Letters no worker took yet are cancelled by close, so nobody waits for them forever."""
+    pool = ParserPool(1)
+    futures = pool.submit_many([raw(n) for n in range(GROUP_LETTERS * 3)], lane="backlog")
+    pool.close()
+    assert all(future.cancelled() for future in futures[GROUP_LETTERS:])
+    await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 60)
+
+
+async def test_abandoned_letters_are_not_parsed() -> None:
+    """A queued group whose futures were all cancelled (the folder stopped) is skipped."""
+    pool = ParserPool(1)
+    try:
+        first = pool.submit_many([raw(1)], lane="a")
+        dropped = pool.submit_many([raw(2), raw(3)], lane="b")
+        for future in dropped:
+            future.cancel()
+        last = pool.submit_many([raw(4)], lane="c")
+        assert (await first[0]).subject == "s1"
+        assert (await last[0]).subject == "s4"
+        assert all(future.cancelled() for future in dropped)
+    finally:
+        pool.close()
