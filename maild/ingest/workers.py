@@ -25,19 +25,14 @@ from maild.memory import unmap_big_blocks
 DEFAULT_TIMEOUT = 120.0
 #: Seconds past the timeout after which a worker stuck in C code (deaf to the alarm) is ended.
 HARD_GRACE = 10.0
-#: How much lower a worker's CPU priority is than maild's: storing and IMAP, short steps a new
-#: letter waits on, get a core at once instead of queueing behind bulk parsing; a machine
-#: with cores to spare still gives the workers all of them.
-WORKER_NICENESS = 10
 
 _sink: IO[str] | None = None
 
 
 def _start_worker() -> None:
-    """Silence mail-parser in a worker (defects are recorded on the letter), lower its priority, tie it to maild."""
+    """Silence mail-parser in a worker (defects are recorded on the letter) and tie it to maild."""
     logging.getLogger("mailparser").setLevel(logging.CRITICAL)
     unmap_big_blocks()  # a big letter's parse is given back, not kept by an idle worker
-    os.nice(WORKER_NICENESS)
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent,), name="parent", daemon=True).start()
