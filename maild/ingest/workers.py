@@ -96,8 +96,7 @@ GROUP_BYTES = 256 * 1024
 
 
 def _groups(raws: Sequence[bytes]) -> list[tuple[int, int]]:
-    """Cut letters into runs of at most 4 letters and 256 KiB: small letters share a round trip, and a
-    worker is soon free for another folder's new letter."""
+    """Cut letters into runs of at most 4 letters and 256 KiB: few round trips, a worker soon free."""
     groups: list[tuple[int, int]] = []
     start, size = 0, 0
     for index, raw in enumerate(raws):
