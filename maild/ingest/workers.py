@@ -176,6 +176,8 @@ class ParserPool:
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[ParsedLetter]] = [loop.create_future() for _ in raws]
+        if not raws:
+            return futures  # an empty lane would have no oldest group to rank it by
         queue = self._lanes.setdefault(object() if lane is None else lane, deque())
         for start, end in _groups(raws):
             self._queued += 1

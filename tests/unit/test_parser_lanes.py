@@ -69,3 +69,13 @@ async def test_abandoned_letters_are_not_parsed() -> None:
         assert all(future.cancelled() for future in dropped)
     finally:
         pool.close()
+
+
+async def test_an_empty_submission_leaves_no_lane_behind() -> None:
+    """Nothing to parse (every letter of a fetch expunged meanwhile) queues nothing."""
+    pool = ParserPool(1)
+    try:
+        assert pool.submit_many([], lane="empty") == []
+        assert (await pool.submit_many([raw(5)], lane="other")[0]).subject == "s5"
+    finally:
+        pool.close()
