@@ -53,7 +53,9 @@ class _Sink:
 class _Parser:
     """Parse nothing, at once."""
 
-    def submit_many(self, raws: Sequence[bytes]) -> list[asyncio.Future[ParsedLetter]]:
+    def submit_many(
+        self, raws: Sequence[bytes], *, lane: object = None
+    ) -> list[asyncio.Future[ParsedLetter]]:
         futures = []
         for _ in raws:
             future: asyncio.Future[ParsedLetter] = asyncio.get_running_loop().create_future()
