@@ -24,7 +24,7 @@ T = TypeVar("T")
 MAX_CHUNK_LETTERS = 150
 MAX_CHUNK_BYTES = 32 * 1024 * 1024
 QUEUE_CHUNKS = 2
-MAX_STORE_GROUP = 16
+MAX_STORE_GROUP = 32
 ONCE_ATTEMPTS = 3
 #: A letter over this many bytes is fetched in a chunk of its own.
 BIG_LETTER_BYTES = MAX_CHUNK_BYTES // 4

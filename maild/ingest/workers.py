@@ -91,12 +91,14 @@ def _guarded(
         signal.signal(signal.SIGALRM, previous)
 
 
-GROUP_LETTERS = 4
-GROUP_BYTES = 256 * 1024
+GROUP_LETTERS = 8
+GROUP_BYTES = 512 * 1024
+#: Groups handed to the workers at once, per worker: one parsing, one ready for when it is done.
+IN_FLIGHT = 2
 
 
 def _groups(raws: Sequence[bytes]) -> list[tuple[int, int]]:
-    """Cut letters into runs of at most 4 letters and 256 KiB: few round trips, a worker soon free."""
+    """Cut letters into runs of at most 8 letters and 512 KiB: few round trips, a worker soon free."""
     groups: list[tuple[int, int]] = []
     start, size = 0, 0
     for index, raw in enumerate(raws):
@@ -137,9 +139,9 @@ class ParserPool:
     Each letter gets ``timeout`` seconds: past them it fails with the reason, and a worker that
     does not answer the alarm (stuck in C code) ends itself ``HARD_GRACE`` seconds later.
 
-    Groups wait here, one queue per lane (a folder), and at most one group per worker is
-    handed to the workers at a time; the next one comes from the lane with the fewest groups
-    waiting. So a folder's new letter is parsed as soon as a worker is free, instead of
+    Groups wait here, one queue per lane (a folder), and at most IN_FLIGHT groups per worker
+    are handed to the workers at a time (one parsing, one ready); the next one comes from the
+    lane with the fewest groups waiting. So a folder's new letter is parsed as soon as a worker is free, instead of
     behind every queued letter of another folder's backlog.
     """
 
@@ -187,7 +189,7 @@ class ParserPool:
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hand groups to idle workers, taking each from the lane with the fewest waiting."""
-        while len(self._tasks) < self.workers and (group := self._next_group()) is not None:
+        while len(self._tasks) < IN_FLIGHT * self.workers and (group := self._next_group()):
             task = asyncio.ensure_future(self._run_group(loop, group.raws, group.futures))
             self._tasks.add(task)
             task.add_done_callback(lambda done: self._group_done(loop, done))

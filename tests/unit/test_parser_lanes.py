@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from maild.ingest.workers import GROUP_LETTERS, ParserPool
+from maild.ingest.workers import GROUP_LETTERS, IN_FLIGHT, ParserPool
 from maild.testing.samples import letter
 
 
@@ -28,8 +28,8 @@ async def test_a_new_lane_goes_before_a_queued_backlog() -> None:
     finally:
         pool.close()
     assert [p.subject for p in parsed] == [f"s{n}" for n in range(GROUP_LETTERS * 6)]
-    # the first backlog group was already with the worker; the new letter came right after it
-    assert finished.index("push") == GROUP_LETTERS
+    # the first backlog groups were already with the worker; the new letter came right after
+    assert finished.index("push") == GROUP_LETTERS * IN_FLIGHT
     assert [name for name in finished if name != "push"] == [
         f"backlog{n}" for n in range(GROUP_LETTERS * 6)
     ]
@@ -51,7 +51,7 @@ async def test_close_cancels_letters_still_queued() -> None:
     pool = ParserPool(1)
     futures = pool.submit_many([raw(n) for n in range(GROUP_LETTERS * 3)], lane="backlog")
     pool.close()
-    assert all(future.cancelled() for future in futures[GROUP_LETTERS:])
+    assert all(future.cancelled() for future in futures[GROUP_LETTERS * IN_FLIGHT :])
     await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 60)
 
 
