@@ -80,6 +80,28 @@ async def _one(db_url: str, stmt: Any) -> Any:
         await engine.dispose()
 
 
+def _crm_row(key: str, text_body: str) -> Any:
+    """Build a send row as the CRM may write it directly, past queue_letter's checks."""
+    now = utcnow()
+    return insert(OutboxItem).values(
+        account_id=1,
+        kind="send",
+        target="",
+        payload={},
+        idempotency_key=key,
+        seq=0,
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+        mail_to=CLIENT,
+        subject="Offer",
+        text_body=text_body,
+        attach_letter_ids=[],
+    )
+
+
 async def test_crm_letter_end_to_end(
     dovecot: DovecotServer, tmp_path: Path, db_url: str, smtp_sink: SmtpSink
 ) -> None:
@@ -198,25 +220,7 @@ async def test_a_raw_row_over_the_limit_goes_dead_without_smtp(
     engine = create_engine(db_url)
     try:
         async with session_factory(engine).begin() as session:
-            await session.execute(
-                insert(OutboxItem).values(
-                    account_id=1,
-                    kind="send",
-                    target="",
-                    payload={},
-                    idempotency_key="crm:raw:1",
-                    seq=0,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=utcnow(),
-                    created_at=utcnow(),
-                    updated_at=utcnow(),
-                    mail_to=CLIENT,
-                    subject="Offer",
-                    text_body="see attached",
-                    attach_letter_ids=[],
-                )
-            )
+            await session.execute(_crm_row("crm:raw:1", "see attached"))
         async with session_factory(engine).begin() as session:
             await session.execute(
                 insert(OutboxAttachment).values(
@@ -295,25 +299,7 @@ async def test_a_batch_of_letters_each_sent_and_filed_once(
     engine = create_engine(db_url)
     try:  # a row the CRM wrote past queue_letter's checks: an unknown autotext
         async with session_factory(engine).begin() as session:
-            await session.execute(
-                insert(OutboxItem).values(
-                    account_id=1,
-                    kind="send",
-                    target="",
-                    payload={},
-                    idempotency_key="crm:batch:bad",
-                    seq=0,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=utcnow(),
-                    created_at=utcnow(),
-                    updated_at=utcnow(),
-                    mail_to=CLIENT,
-                    subject="Offer",
-                    text_body="Hello {first_name}",
-                    attach_letter_ids=[],
-                )
-            )
+            await session.execute(_crm_row("crm:batch:bad", "Hello {first_name}"))
     finally:
         await engine.dispose()
     result = await Daemon(config).run(once=True)
