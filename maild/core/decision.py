@@ -204,7 +204,9 @@ class Decision:
 
     @property
     def hits(self) -> tuple[RuleResult, ...]:
-        """Give the results of the rules that matched."""
+        """Give the results of the rules that matched (none when the letter was kept as it is)."""
+        if self.implicit_keep:
+            return ()
         return tuple(result for result in self.results if result.matched)
 
     @property

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +50,42 @@ class ParsedLetter:
     attachments: tuple[AttachmentInfo, ...] = ()
     defects: tuple[str, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
+    text_utf8: bytes | None = field(default=None, compare=False, repr=False)
+    """``text`` encoded as UTF-8 (lone surrogates kept), when the parser made it.
+
+    Rules search the text as UTF-8 bytes, and a letter crossing from a parser process is
+    pickled, which encodes its text anyway: the parser encodes once, the pickle carries these
+    bytes in place of the text, and the daemon's busy process never encodes it again.
+    """
 
     @property
     def sender(self) -> Address | None:
         """Give the first From mailbox, the one leads and replies are keyed on."""
         return self.from_[0] if self.from_ else None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle the text only once: as its UTF-8 bytes when they are there, else as text."""
+        values = [getattr(self, item.name) for item in fields(self)]
+        if self.text_utf8 is not None:
+            values[_TEXT_AT] = None
+        return (_rebuild, (type(self), tuple(values)))
+
+
+def _rebuild(kind: type[ParsedLetter], values: tuple[Any, ...]) -> ParsedLetter:
+    """Unpickle a letter, decoding its text from the UTF-8 bytes it was sent as."""
+    if values[_TEXT_AT] is None:
+        utf8 = values[_UTF8_AT]
+        values = (
+            *values[:_TEXT_AT],
+            utf8.decode("utf-8", "surrogatepass"),
+            *values[_TEXT_AT + 1 :],
+        )
+    return kind(*values)
+
+
+_NAMES = [item.name for item in fields(ParsedLetter)]
+_TEXT_AT = _NAMES.index("text")
+_UTF8_AT = _NAMES.index("text_utf8")
 
 
 @dataclass(frozen=True, slots=True)

@@ -314,6 +314,7 @@ def _parse(raw: bytes, kind: type[_Letter], **extra: Any) -> _Letter:
         bounded, trimmed = bounded_header(raw)
         mail, renamed = _mail_of(bounded)
         defects = tuple(d for d in (trimmed, renamed) if d) + _defects(mail)
+        text = clean_text("\n".join(mail.text_plain or ()))
         return kind(
             message_id=_first_id(mail.message_id),
             in_reply_to=_first_id(mail.in_reply_to),
@@ -324,11 +325,12 @@ def _parse(raw: bytes, kind: type[_Letter], **extra: Any) -> _Letter:
             reply_to=_addresses(mail.reply_to),
             subject=_header_line(mail.subject),
             sent_at=_date(mail.date),
-            text=clean_text("\n".join(mail.text_plain or ())),
+            text=text,
             html=clean_text("\n".join(mail.text_html or ())),
             attachments=_attachments(mail.attachments),
             defects=defects,
             headers=_headers(mail),
+            text_utf8=text.encode("utf-8", "surrogatepass"),
             **extra,
         )
     except RecursionError as exc:

@@ -22,7 +22,7 @@ from typing import Any
 from maild.core.decision import LetterFacts
 from maild.core.letter import Address
 from maild.rules.gates import Gate, NeedleAtom, ValueAtom, gate_all, gate_any
-from maild.rules.needles import Found, ViewNeedles
+from maild.rules.needles import Encoded, Found, ViewNeedles
 from maild.rules.registry import (
     CONDITIONS,
     OPERATORS,
@@ -310,8 +310,18 @@ def _view_needles(ctx: BuildContext, key: str, extract: Extract) -> ViewNeedles:
     shared_key = ("needles", key)
     needles = ctx.shared.get(shared_key)
     if not isinstance(needles, ViewNeedles):
-        needles = ctx.shared[shared_key] = ViewNeedles(_memoised(key, extract, fold=False))
+        needles = ctx.shared[shared_key] = ViewNeedles(
+            _memoised(key, extract, fold=False), _body_utf8 if key == "body:text" else None
+        )
     return needles
+
+
+def _body_utf8(facts: LetterFacts) -> Encoded | None:
+    """Give the text body as the parser encoded it, so a long body is not encoded again."""
+    letter = facts.letter
+    if letter.text and letter.text_utf8 is not None:
+        return (letter.text_utf8,)
+    return None
 
 
 def _matches(

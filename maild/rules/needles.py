@@ -16,6 +16,8 @@ from maild.core.decision import LetterFacts
 from maild.rules.multisearch import MultiSearch, encode
 
 Values = tuple[str, ...]
+Encoded = tuple[bytes, ...]
+"""The values of a view encoded as UTF-8 (lone surrogates kept), in order."""
 Found = tuple[set[str], ...]
 """Per value of a view, in order: the registered needles present in it."""
 
@@ -40,8 +42,13 @@ class ViewNeedles:
     before it evaluates a letter.
     """
 
-    def __init__(self, view: Callable[[LetterFacts], Values]) -> None:
+    def __init__(
+        self,
+        view: Callable[[LetterFacts], Values],
+        utf8: Callable[[LetterFacts], Encoded | None] | None = None,
+    ) -> None:
         self._view = view
+        self._utf8 = utf8
         self._raw: set[str] = set()
         self._folded: set[str] = set()
         self._raw_search: MultiSearch | None = None
@@ -51,6 +58,7 @@ class ViewNeedles:
         self.raw_key = object()
         self.lower_key = object()
         self.regex_key = object()
+        self._encoded_key = object()
 
     def add_raw(self, needles: tuple[str, ...]) -> None:
         """Register needles compared with the raw values."""
@@ -73,10 +81,19 @@ class ViewNeedles:
             search = self._raw_search
             if search is None:
                 search = self._raw_search = MultiSearch(self._raw)
-            found = facts.memo[self.raw_key] = tuple(
-                search.present(encode(value)) for value in self._view(facts)
-            )
+            found = facts.memo[self.raw_key] = tuple(map(search.present, self._encoded(facts)))
         return found
+
+    def _encoded(self, facts: LetterFacts) -> Encoded:
+        """Give the view's values as UTF-8, from the letter when it has them (memoised)."""
+        encoded: Encoded | None = facts.memo.get(self._encoded_key)
+        if encoded is None:
+            if self._utf8 is not None:
+                encoded = self._utf8(facts)
+            if encoded is None:
+                encoded = tuple(encode(value) for value in self._view(facts))
+            facts.memo[self._encoded_key] = encoded
+        return encoded
 
     def lower(self, facts: LetterFacts) -> Found:
         """Give, per value folded by ``str.lower``, the folded needles present."""
@@ -97,27 +114,29 @@ class ViewNeedles:
     def _search_folded(self, facts: LetterFacts) -> None:
         search = self._folded_search
         if search is None:
-            search = self._folded_search = MultiSearch(self._folded | _TO_ASCII)
+            search = self._folded_search = MultiSearch(self._folded | _TO_ASCII, caseless=True)
             self._ascii_folded = all(needle.isascii() for needle in self._folded)
         lowers: list[set[str]] = []
         regexes: list[set[str]] = []
-        for value in self._view(facts):
-            lower, regex = self._fold_found(search, value)
+        for value, data in zip(self._view(facts), self._encoded(facts), strict=True):
+            lower, regex = self._fold_found(search, value, data)
             lowers.append(lower)
             regexes.append(regex)
         facts.memo[self.lower_key] = tuple(lowers)
         facts.memo[self.regex_key] = tuple(regexes)
 
-    def _fold_found(self, search: MultiSearch, value: str) -> tuple[set[str], set[str]]:
-        """Search one value for the folded needles, under both foldings.
+    def _fold_found(
+        self, search: MultiSearch, value: str, data: bytes
+    ) -> tuple[set[str], set[str]]:
+        """Search one value (``data`` is its UTF-8) for the folded needles, under both foldings.
 
         When every needle is ASCII and the value holds no character that folds to an ASCII
         letter, both foldings place exactly the value's ASCII letters, lower-cased, where they
-        were: lower-casing the UTF-8 bytes (ASCII only, fast) gives the same answer. Those
-        characters are needles too, so finding one sends the value to the exact foldings.
+        were: the search's own ASCII case folding over the UTF-8 bytes gives the same answer.
+        Those characters are needles too, so finding one sends the value to the exact foldings.
         """
         if self._ascii_folded:
-            found = search.present(encode(value).lower())
+            found = search.present(data)
             if found.isdisjoint(_TO_ASCII):
                 return found, found
         found = search.present(encode(value.lower()))
