@@ -152,19 +152,21 @@ async def moved_here(
     """Find letters maild itself moved into this folder, by content: they are not new letters."""
     if not sha256s:
         return {}
+    # By the account's folders, so the (folder_id, sha256) index finds the letters: asked by
+    # account and ordered by id, SQLite read the whole letters table for every stored group.
     found = await session.execute(
         select(Letter.sha256, Letter.id)
         .join(OutboxItem, OutboxItem.letter_id == Letter.id)
         .where(
+            Letter.folder_id.in_(select(Folder.id).where(Folder.account_id == account_id)),
             Letter.account_id == account_id,
             Letter.sha256.in_(list(sha256s)),
             OutboxItem.kind == "move",
             OutboxItem.target == folder,
         )
-        .order_by(Letter.id)
     )
     out: dict[str, int] = {}
-    for sha256, letter_id in found.all():
+    for sha256, letter_id in sorted(found.all(), key=lambda row: int(row[1])):
         out.setdefault(sha256, int(letter_id))
     return out
 
