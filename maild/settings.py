@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -490,28 +491,50 @@ def load_config(path: Path, *, check_secrets: bool = True) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(path, exc, data)) from exc
-    config._ruleset = (
-        compile_rules(  # raises ConfigError: one FILE: rules[i] ("name").path: line each
-            config.rules,
-            rule_accounts(config.accounts),
-            source=str(path),
+        problems = _problems(path, exc, data) + _rule_problems_alone(path, data, exc)
+        raise ConfigError(problems) from exc
+    problems: list[str] = []
+    try:
+        config._ruleset = compile_rules(
+            config.rules, rule_accounts(config.accounts), source=str(path)
         )
-    )
-    cross_problems = (
+    except ConfigError as exc:  # one FILE: rules[i] ("name").path: line each
+        problems += exc.problems
+    problems += (
         _forward_needs_smtp(path, config)
         + _forward_domain_problems(path, config)
         + _autoreply_needs_smtp(path, config)
         + lead_problems(path, config)
         + _sender_name_problems(path, config)
     )
-    if cross_problems:
-        raise ConfigError(cross_problems)
     if check_secrets:
-        secret_problems = _secret_problems(path, config) + _ca_problems(path, config)
-        if secret_problems:
-            raise ConfigError(secret_problems)
+        problems += _secret_problems(path, config) + _ca_problems(path, config)
+    if problems:
+        raise ConfigError(problems)
     return config
+
+
+def _rule_problems_alone(path: Path, data: dict[str, Any], exc: ValidationError) -> list[str]:
+    """Compile the rules even when another part of the file is wrong, so one run names all.
+
+    Only when the rules and the accounts they refer to are themselves well formed: otherwise
+    their own errors are already listed, and compiling would add guesses about them.
+    """
+    if any(error["loc"][:1] in (("rules",), ("accounts",)) for error in exc.errors()):
+        return []
+    try:
+        rules = _RULES.validate_python(data.get("rules", []))
+        accounts = _ACCOUNTS.validate_python(data.get("accounts", []))
+        compile_rules(rules, rule_accounts(accounts), source=str(path))
+    except ConfigError as rule_errors:
+        return rule_errors.problems
+    except ValidationError:
+        return []
+    return []
+
+
+_RULES = TypeAdapter(list[RuleConfig])
+_ACCOUNTS = TypeAdapter(list[AccountConfig])
 
 
 def _forward_needs_smtp(path: Path, config: Config) -> list[str]:

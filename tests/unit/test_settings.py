@@ -77,6 +77,37 @@ address = "sales@corp.example"
     assert len(problems) >= 4
 
 
+def test_rule_and_secret_problems_come_with_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong key elsewhere does not hide the rules' problems, nor rules the missing secrets."""
+    monkeypatch.delenv("T_SALES_PW", raising=False)
+    rules = """
+[[rules]]
+name = "bad"
+match = { header = "subject", matches = "([" }
+actions = [ { explode = true } ]
+"""
+    path = write(tmp_path, '[database]\ncolour = "blue"\n' + MINIMAL + rules)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        f"{path}: database.colour: unknown key",
+        f'{path}: rules[0] ("bad").match.matches: bad regex: unterminated character set at '
+        "position 1",
+        f'{path}: rules[0] ("bad").actions[0]: unknown action "explode" (actions: forward, '
+        "move, copy, add_flag, remove_flag, set_responsible, mark_lead, not_lead, autoreply, "
+        "stop)",
+    ]
+    path = write(tmp_path, MINIMAL + rules)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems[-1] == (
+        f"{path}: accounts[0].imap.password_env: environment variable T_SALES_PW is not set"
+    )
+    assert len(info.value.problems) == 3
+
+
 def test_plaintext_refused_off_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """security = "none" is refused for any host but loopback: no plaintext password on a network."""
     monkeypatch.setenv("T_SALES_PW", "x")
