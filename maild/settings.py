@@ -491,8 +491,8 @@ def load_config(path: Path, *, check_secrets: bool = True) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = _problems(path, exc, data) + _rule_problems_alone(path, data, exc)
-        raise ConfigError(problems) from exc
+        shape = _problems(path, exc, data) + _rule_problems_alone(path, data, exc)
+        raise ConfigError(shape) from exc
     problems: list[str] = []
     try:
         config._ruleset = compile_rules(
