@@ -26,7 +26,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.headerregistry import Address, BaseHeader, HeaderRegistry
+from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
@@ -34,6 +34,7 @@ from maild.core.addresses import address_problem
 from maild.core.letter import Address as LetterAddress
 from maild.core.letter import AttachmentInfo, ParsedLetter
 from maild.core.robots import LOOP_HEADER
+from maild.outbox import mime
 from maild.outbox.compose import safe_boundary, transfer_encoding
 
 _AUTOTEXT = re.compile(r"\{([a-z_]+)\}")
@@ -42,32 +43,10 @@ _FONT = re.compile(r"^[A-Za-z0-9 ,.\-']{1,120}$")
 _SIZE = re.compile(r"^\d+(?:\.\d+)?(?:pt|px|em|%)$")
 _MB = 1024 * 1024
 _BASE64_LINE = 76  # characters, as the email package writes them
+_HEADERS = mime.REGISTRY
+_REPEATED = frozenset({"Date", LOOP_HEADER})  # the same for many letters: folded once
+_POLICY = mime.POLICY
 _MIME_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
-
-
-class _Registry(HeaderRegistry):
-    """The email package's header classes, each made once instead of once per header set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._made: dict[str, type[BaseHeader]] = {}
-
-    def __getitem__(self, name: str) -> type[BaseHeader]:
-        """Give the class for a header name, made on first use."""
-        key = name.lower()
-        made = self._made.get(key)
-        if made is None:
-            made = self._made[key] = super().__getitem__(name)
-        return made
-
-    def map_to_type(self, name: str, cls: type[Any]) -> None:
-        """Map a header name to a class, forgetting the class made for it before."""
-        super().map_to_type(name, cls)
-        self._made.pop(name.lower(), None)
-
-
-_HEADERS = _Registry()
-_POLICY = email.policy.SMTP.clone(header_factory=_HEADERS)
 
 
 class DraftError(ValueError):
@@ -135,46 +114,86 @@ def compose(draft: Draft) -> Composed:
     body_html = _fill(draft.html, values, "html_body")
     signature = _fill(draft.signature, values, "signature")
     signature_html = _fill(draft.signature_html, values, "signature_html")
-    sender = Address(
-        display_name=_one_line(draft.sender_name, "sender name"), addr_spec=draft.account_address
-    )
-    msg = EmailMessage(policy=_POLICY)
-    msg["From"] = sender
-    if to:
-        msg["To"] = to
-    if cc:
-        msg["Cc"] = cc
-    msg["Subject"] = subject
-    msg["Date"] = email.utils.format_datetime(draft.now or datetime.now(UTC))
-    msg["Message-ID"] = draft.message_id or _message_id(draft.account_address)
-    msg[LOOP_HEADER] = draft.account_address
+    sender_name = _one_line(draft.sender_name, "sender name")
     plain = _with_text_signature(text, signature) if text or not body_html else ""
-    msg.set_content(plain or _text_of(body_html, signature))
-    if body_html:
-        msg.add_alternative(_html(body_html, signature, signature_html, draft.font), subtype="html")
-    bodies = []
-    for position, item in enumerate(draft.files):
-        where = f"files[{position}]"
-        maintype, subtype = _content_type(item.content_type, f"{where}.content_type")
-        token = secrets.token_hex(16).encode("ascii") if item.content else b""
-        msg.add_attachment(
-            token,
-            maintype=maintype,
-            subtype=subtype,
-            filename=_one_line(item.filename, f"{where}.filename"),
-            cte="base64",
-        )
-        if token:
-            bodies.append((base64.b64encode(token), item.content))
-    _name_boundaries(msg)
-    raw = _with_letters(msg, bodies, draft.letters)
+    letter_html = _html(body_html, signature, signature_html, draft.font) if body_html else ""
+    files = [_file_part(position, item) for position, item in enumerate(draft.files)]
+    fields: list[tuple[str, object]] = [
+        *([("To", to)] if to else []),
+        *([("Cc", cc)] if cc else []),
+        ("Subject", subject),
+        ("Date", email.utils.format_datetime(draft.now or datetime.now(UTC))),
+        ("Message-ID", draft.message_id or _message_id(draft.account_address)),
+        (LOOP_HEADER, draft.account_address),
+    ]
+    top = [mime.sender(sender_name, draft.account_address)]
+    top += [
+        mime.repeated(name, value) if name in _REPEATED else mime.header(name, value)
+        for name, value in fields
+    ]
+    text_part = plain or _text_of(body_html, signature)
+    if draft.letters:
+        head = [("From", Address(display_name=sender_name, addr_spec=draft.account_address))]
+        raw = _package_bytes([*head, *fields], text_part, letter_html, files, draft.letters)
+    else:
+        boundaries = [f"maild-{secrets.token_hex(12)}" for _ in range(2)]
+        raw = mime.letter_bytes([h.line for h in top], text_part, letter_html, files, boundaries)
     everyone = tuple(a.addr_spec for a in (*to, *cc, *bcc))
     return Composed(
         raw,
         draft.account_address,
         everyone,
-        _parsed(msg, draft, to, cc, subject=subject, text=plain, body_html=body_html),
+        _parsed(
+            draft,
+            to,
+            cc,
+            {name: item.value for (name, _), item in zip(fields, top[1:], strict=True)},
+            subject=subject,
+            text=plain,
+            body_html=body_html,
+        ),
     )
+
+
+def _file_part(position: int, item: FileAttachment) -> mime.FilePart:
+    """Check a file's type and name, and give it as the part it is attached as."""
+    where = f"files[{position}]"
+    maintype, subtype = _content_type(item.content_type, f"{where}.content_type")
+    filename = _one_line(item.filename, f"{where}.filename")
+    return mime.FilePart(maintype, subtype, filename, item.content)
+
+
+def _package_bytes(
+    top: Sequence[tuple[str, object]],
+    text: str,
+    letter_html: str,
+    files: Sequence[mime.FilePart],
+    letters: Sequence[bytes],
+) -> bytes:
+    """Compose with the email package: the letters that attach stored letters, and the reference.
+
+    ``top`` holds the letter's own headers, From to the loop marker, in order.
+    """
+    msg = EmailMessage(policy=_POLICY)
+    for name, value in top:
+        msg[name] = value
+    msg.set_content(text)
+    if letter_html:
+        msg.add_alternative(letter_html, subtype="html")
+    bodies = []
+    for item in files:
+        token = secrets.token_hex(16).encode("ascii") if item.content else b""
+        msg.add_attachment(
+            token,
+            maintype=item.maintype,
+            subtype=item.subtype,
+            filename=item.filename,
+            cte="base64",
+        )
+        if token:
+            bodies.append((base64.b64encode(token), item.content))
+    _name_boundaries(msg)
+    return _with_letters(msg, bodies, letters)
 
 
 def _with_letters(
@@ -371,16 +390,19 @@ def _message_id(address: str) -> str:
 
 
 def _parsed(
-    msg: EmailMessage,
     draft: Draft,
     to: list[Address],
     cc: list[Address],
+    values: dict[str, str],
     *,
     subject: str,
     text: str,
     body_html: str,
 ) -> ParsedLetter:
-    """Describe the composed letter as maild stores letters, without parsing it back."""
+    """Describe the composed letter as maild stores letters, without parsing it back.
+
+    ``values`` gives the headers' values as the email package reads them (Message-ID, Date).
+    """
     attachments = [
         AttachmentInfo(position, item.filename, item.content_type, len(item.content))
         for position, item in enumerate(draft.files)
@@ -389,12 +411,12 @@ def _parsed(
         for n, raw in enumerate(draft.letters)
     ]
     return ParsedLetter(
-        message_id=str(msg["Message-ID"]),
+        message_id=values["Message-ID"],
         from_=(LetterAddress(draft.account_address.lower(), draft.sender_name),),
         to=tuple(LetterAddress(a.addr_spec.lower(), a.display_name) for a in to),
         cc=tuple(LetterAddress(a.addr_spec.lower(), a.display_name) for a in cc),
         subject=subject,
-        sent_at=email.utils.parsedate_to_datetime(str(msg["Date"])),
+        sent_at=email.utils.parsedate_to_datetime(values["Date"]),
         text=text,
         html=body_html,
         attachments=tuple(attachments),
