@@ -18,7 +18,8 @@ import ssl
 from collections.abc import Sequence
 
 import aiosmtplib
-from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.email import parse_address
+from aiosmtplib.protocol import SMTPProtocol, normalize_message_line_endings
 
 from maild.errors import SmtpError, SmtpPermanentError, SmtpTemporaryError
 from maild.logging import get_logger
@@ -206,7 +207,9 @@ class SmtpSender:
         if not raw.isascii() and client.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         try:
-            errors, _ = await client.sendmail(sender, recipients, raw, mail_options=options)
+            errors = await _sendmail(
+                client, raw, sender=sender, recipients=recipients, options=options
+            )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise self._all_refused(exc) from None
         except aiosmtplib.SMTPResponseException as exc:
@@ -271,6 +274,82 @@ class SmtpSender:
         for form in forms:
             text = text.replace(form, "***")
         return text
+
+
+async def _sendmail(
+    client: aiosmtplib.SMTP, raw: bytes, *, sender: str, recipients: list[str], options: list[str]
+) -> dict[str, aiosmtplib.SMTPResponse]:
+    """Run one mail transaction as ``aiosmtplib.SMTP.sendmail`` does, with one pass over the letter.
+
+    ``sendmail`` goes over the letter three times with regular expressions (line ends for
+    SIZE, line ends again and leading dots for DATA); here the letter, already with CRLF line
+    ends as maild composes it, is only counted and has its leading dots doubled. The commands,
+    the checks before them and the RSET after a refusal are ``sendmail``'s.
+    """
+    parse_address(sender)
+    for recipient in recipients:
+        parse_address(recipient)
+    utf8 = any(option.lower() == "smtputf8" for option in options)
+    if utf8 and not client.supports_extension("smtputf8"):
+        raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
+    encoding = "utf-8" if utf8 else "ascii"
+    data, size = wire_data(raw)
+    if client.supports_extension("size"):
+        options = [f"size={size}", *options]
+    try:
+        await client.mail(sender, options=options, encoding=encoding)
+        refused: dict[str, aiosmtplib.SMTPResponse] = {}
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused[recipient] = aiosmtplib.SMTPResponse(exc.code, exc.message)
+        if len(refused) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(
+                [aiosmtplib.SMTPRecipientRefused(r.code, r.message, a) for a, r in refused.items()]
+            )
+        await _data(client, data)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()
+        raise
+    return refused
+
+
+async def _data(client: aiosmtplib.SMTP, data: bytes) -> None:
+    """Send DATA and the prepared letter, and read the relay's verdict on it."""
+    start = await client.execute_command(b"DATA")
+    if start.code != 354:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    try:
+        # No await between the write and the read: the reply cannot arrive unawaited.
+        protocol.write(data)
+        reply = await protocol.read_response(timeout=client.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        client.close()
+        raise
+    if reply.code != 250:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+
+
+def wire_data(raw: bytes) -> tuple[bytes, int]:
+    """Give a letter as DATA carries it (CRLF line ends, leading dots doubled, the final dot).
+
+    Also gives its size for SIZE (RFC 1870): the octets with CRLF line ends, before the
+    dots. The same bytes as aiosmtplib's regular expressions give, for any letter.
+    """
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\r") == crlf == raw.count(b"\n"):
+        lines = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+    else:  # a bare CR or LF somewhere: aiosmtplib's own normalization
+        lines = normalize_message_line_endings(raw)
+    data = lines.replace(b"\n.", b"\n..")
+    if data.startswith(b"."):
+        data = b"." + data
+    return data + b".\r\n", len(lines)
 
 
 async def _closed(
