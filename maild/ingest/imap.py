@@ -57,10 +57,13 @@ from maild.core.letter import FetchedMessage
 from maild.errors import ImapAuthError, ImapCommandError, ImapConnectionError, ImapError
 from maild.ingest.imap_write import (
     appenduid_placed,
+    appenduid_set,
     copyuid_map,
     flag_list,
     list_names,
     message_id_value,
+    multiappend_head,
+    multiappend_tail,
     response_code,
 )
 from maild.logging import get_logger
@@ -600,6 +603,7 @@ class _Protocol(_aio.IMAP4ClientProtocol):  # type: ignore[misc]
         self.mailbox_changes = 0
         self.bye: bytes | None = None
         self.failure: BaseException | None = None
+        self._tails: dict[str, bytes] = {}
 
     def data_received(self, d: bytes) -> None:
         """Feed a read to the parser without the stock debug formatting of the whole read."""
@@ -671,6 +675,26 @@ class _Protocol(_aio.IMAP4ClientProtocol):  # type: ignore[misc]
         elif line.startswith(b"* BYE"):
             self.bye = line[2:]
         return super()._untagged_response(line)
+
+    def send(self, line: str, scrub: str | None = None) -> None:
+        """Send a command line; a MULTIAPPEND's letters follow it at once (non-synchronizing)."""
+        super().send(line, scrub)
+        tail = self._tails.pop(line.partition(" ")[0], None)
+        if tail is not None and self.transport is not None:
+            self.transport.write(tail)
+
+    async def multiappend(self, mailbox: str, raws: Sequence[bytes], flags: str) -> Any:
+        """APPEND several letters in one command (MULTIAPPEND, RFC 3502) with LITERAL+ literals."""
+        tag = self.new_tag()
+        self._tails[tag] = multiappend_tail(flags, raws)
+        try:
+            return await self.execute(
+                _aio.Command(
+                    "APPEND", tag, mailbox, multiappend_head(flags, raws[0]), loop=self.loop
+                )
+            )
+        finally:
+            self._tails.pop(tag, None)
 
     async def fetch(
         self,
@@ -797,6 +821,11 @@ class ImapSession:
     def has_uidplus(self) -> bool:
         """Tell whether UID EXPUNGE (RFC 4315) can expunge exactly the letters maild moved."""
         return "UIDPLUS" in self.capabilities
+
+    @property
+    def has_multiappend(self) -> bool:
+        """Tell whether :meth:`append_many` can APPEND many letters in one command."""
+        return {"MULTIAPPEND", "LITERAL+"} <= self.capabilities
 
     @property
     def broken(self) -> bool:
@@ -1247,6 +1276,28 @@ class ImapSession:
                 limit=self._timeout + len(raw) / _APPEND_BYTES_PER_SECOND,
             )
             return appenduid_placed(response.lines[-1]) if response.lines else None
+
+    async def append_many(
+        self, folder: str, raws: Sequence[bytes], flags: Sequence[str] = ()
+    ) -> list[tuple[int, int]] | None:
+        """Store letters in a folder with one command; give each (UIDVALIDITY, UID) if APPENDUID tells.
+
+        One MULTIAPPEND (RFC 3502): the server stores all of them or none. Needs
+        :attr:`has_multiappend`; the letters follow the command at once (LITERAL+, RFC 7888).
+        """
+        if not raws:
+            return []
+        if not self.has_multiappend:
+            raise ImapCommandError(f"IMAP {self._where}: the server offers no MULTIAPPEND/LITERAL+")
+        wanted = flag_list(flags)
+        async with self._lock:
+            self._ensure_usable()
+            response = await self._command(
+                f"APPEND of {len(raws)} letters to {folder!r}",
+                self._proto.multiappend(_mailbox_argument(folder), raws, wanted),
+                limit=self._timeout + sum(len(raw) for raw in raws) / _APPEND_BYTES_PER_SECOND,
+            )
+            return appenduid_set(response.lines[-1], len(raws)) if response.lines else None
 
     async def search_message_id(self, message_id: str) -> list[int]:
         """Find letters of the selected folder by Message-ID, e.g. after UIDVALIDITY changed."""

@@ -22,11 +22,14 @@ __all__ = [
     "SYSTEM_FLAGS",
     "appenduid",
     "appenduid_placed",
+    "appenduid_set",
     "check_flag",
     "copyuid_map",
     "flag_list",
     "list_names",
     "message_id_value",
+    "multiappend_head",
+    "multiappend_tail",
     "response_code",
 ]
 
@@ -43,6 +46,7 @@ _MAX_MESSAGE_ID = 998  # the longest header line RFC 5322 allows
 _CODE = re.compile(rb"\s*\[([A-Za-z0-9.-]+)")
 _COPYUID = re.compile(rb"\[COPYUID (\d+) ([0-9:,]+) ([0-9:,]+)\]", re.IGNORECASE)
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
+_APPENDUID_SET = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
 _LIST_LINE = re.compile(
     rb'(?:\* )?(?:LIST )?\((?P<attrs>[^)]*)\) (?:"(?:[^"\\]|\\.)*"|NIL) (?P<name>.*)\Z',
     re.IGNORECASE | re.DOTALL,
@@ -171,3 +175,45 @@ def appenduid_placed(text: bytes | bytearray) -> tuple[int, int] | None:
     """Read ``(UIDVALIDITY, UID)`` from ``[APPENDUID v uid]``: where the letter is, without a SELECT."""
     match = _APPENDUID.search(text)
     return (int(match.group(1)), int(match.group(2))) if match is not None else None
+
+
+def appenduid_set(text: bytes | bytearray, count: int) -> list[tuple[int, int]] | None:
+    """Read where each letter of a MULTIAPPEND went: ``[APPENDUID v 5:9]``, one UID per letter.
+
+    None when the server gave no APPENDUID or a set that is not one UID per letter, in order.
+    """
+    match = _APPENDUID_SET.search(text)
+    if match is None:
+        return None
+    uids = _expand(match.group(2), count)
+    if uids is None or len(uids) != count:
+        return None
+    validity = int(match.group(1))
+    return [(validity, uid) for uid in uids]
+
+
+def multiappend_head(flags: str, first: bytes) -> str:
+    """Give the end of a MULTIAPPEND command line: the first letter's flags and its literal size.
+
+    Literals are non-synchronizing (``{n+}``, LITERAL+ of RFC 7888): the letters follow at once.
+    ``flags`` is a flag list from :func:`flag_list`; an empty one is left out.
+    """
+    return f"{_flags_before(flags)}{{{len(first)}+}}"
+
+
+def multiappend_tail(flags: str, raws: Sequence[bytes]) -> bytes:
+    """Give what follows the command line: each letter, then the next one's flags and size, CRLF.
+
+    ``raws`` are all the letters; the command line already announced the first one's literal.
+    """
+    pieces = [raws[0]]
+    for raw in raws[1:]:
+        pieces.append(f" {_flags_before(flags)}{{{len(raw)}+}}\r\n".encode("ascii"))
+        pieces.append(raw)
+    pieces.append(b"\r\n")
+    return b"".join(pieces)
+
+
+def _flags_before(flags: str) -> str:
+    """Give a flag list and a space to put before a literal, or nothing for no flags."""
+    return "" if flags == "()" else f"{flags} "
