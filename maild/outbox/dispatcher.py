@@ -38,6 +38,7 @@ from maild.ingest.imap import ImapEndpoint, ImapSession, connect
 from maild.logging import get_logger
 from maild.metrics import Metrics
 from maild.outbox import batch
+from maild.outbox.chunks import Recorder
 from maild.outbox.compose import Identity
 from maild.outbox.compose import forward as compose_forward
 from maild.outbox.crm import Message, draft_for
@@ -51,8 +52,11 @@ log = get_logger(__name__)
 DELETED_FLAG = "\\Deleted"
 #: Relay connections a batch of the CRM's letters is sent over at once.
 SMTP_CONNECTIONS = 4
-#: Letters sent between two records in the database: a crash resends at most these once.
+#: Letters recorded as sent per transaction. The next chunk is sent while one is recorded, so
+#: a crash resends at most two chunks' letters, once.
 SEND_CHUNK = 16
+#: The most bytes one MULTIAPPEND files in Sent; larger chunks are APPENDed letter by letter.
+MULTIAPPEND_BYTES = 16 * 1024 * 1024
 
 
 class Unperformable(MaildError):
@@ -155,6 +159,7 @@ class _Sending:
 
 
 Deliver = Callable[[AccountConfig, int, int], Awaitable[Sent]]
+_Recorder = Recorder[_Sending, list[tuple[_Sending, int]]]
 EndpointFor = Callable[[AccountConfig], ImapEndpoint]
 Connect = Callable[[ImapEndpoint], Awaitable[ImapSession]]
 
@@ -203,25 +208,37 @@ class Dispatcher:
     # -- passes ----------------------------------------------------------------------------
 
     async def run_once(self) -> DispatchReport:
-        """Perform every row due now, in batches, and give the counts."""
+        """Perform every row due now, in batches, and give the counts.
+
+        The CRM's letters of one batch are still being stored and filed while the next batch
+        is claimed and sent; the pass ends once every one of them is recorded.
+        """
         report = DispatchReport()
-        while True:
-            async with self.sessions.begin() as session:
-                items = await outbox.claim_due(
-                    session,
-                    limit=self.settings.batch_size,
-                    lease_seconds=self.settings.lease_seconds,
-                    mailbox_limit=self.settings.mailbox_batch_size,
-                )
-            if not items:
-                return report
-            claimed = asyncio.get_running_loop().time()
-            items = await self._perform_mailbox(items, claimed, report)
-            items = await self._send_batch(items, claimed, report)
-            for item in items:
-                if await self._claim_lost(item, claimed):
-                    continue
-                await self._perform(item, report)
+        recorders: dict[str, _Recorder] = {}
+        try:
+            while True:
+                async with self.sessions.begin() as session:
+                    items = await outbox.claim_due(
+                        session,
+                        limit=self.settings.batch_size,
+                        lease_seconds=self.settings.lease_seconds,
+                        mailbox_limit=self.settings.mailbox_batch_size,
+                    )
+                if not items:
+                    break
+                claimed = asyncio.get_running_loop().time()
+                items = await self._perform_mailbox(items, claimed, report)
+                items = await self._send_batch(items, claimed, report, recorders)
+                for item in items:
+                    if await self._claim_lost(item, claimed):
+                        continue
+                    await self._perform(item, report)
+            for recorder in recorders.values():
+                await recorder.finish()
+        finally:
+            for recorder in recorders.values():
+                await recorder.cancel()
+        return report
 
     async def drain(self, budget: float) -> DispatchReport:
         """Perform due rows, waiting for retries that fall due within ``budget`` seconds."""
@@ -450,14 +467,18 @@ class Dispatcher:
     # -- sending in batches -----------------------------------------------------------------
 
     async def _send_batch(
-        self, items: list[outbox.ClaimedItem], claimed: float, report: DispatchReport
+        self,
+        items: list[outbox.ClaimedItem],
+        claimed: float,
+        report: DispatchReport,
+        recorders: dict[str, _Recorder],
     ) -> list[outbox.ClaimedItem]:
         """Send the batch's CRM letters together, account by account; give back the other rows.
 
         Per letter only composing, SMTP and the APPEND are left: the rows are read a batch at a
         time, the sent letters stored and the rows marked done a chunk at a time. A crash
-        between the relay's yes and the chunk's record sends those letters again once; none is
-        lost. Each letter's claim is confirmed just before it is sent, as one by one.
+        between the relay's yes and the chunk's record sends those letters again once (at most
+        two chunks); none is lost. Each letter's claim is confirmed just before it is sent, as one by one.
         """
         sends: dict[str, list[outbox.ClaimedItem]] = {}
         rest = []
@@ -467,7 +488,8 @@ class Dispatcher:
             else:
                 rest.append(item)
         for name, group in sends.items():
-            rest.extend(await self._send_group(self._accounts[name], group, claimed, report))
+            account = self._accounts[name]
+            rest.extend(await self._send_group(account, group, claimed, report, recorders))
         return rest
 
     async def _send_group(
@@ -476,11 +498,12 @@ class Dispatcher:
         items: list[outbox.ClaimedItem],
         claimed: float,
         report: DispatchReport,
+        recorders: dict[str, _Recorder],
     ) -> list[outbox.ClaimedItem]:
         """Send one account's fresh letters; give back the rows to perform one by one (refiling).
 
-        Letters go in chunks over a few SMTP connections at once; a chunk is stored, then filed
-        in Sent while the next chunk is sent.
+        Letters go over a few SMTP connections at once; meanwhile the sent ones are stored a
+        chunk at a time, then filed in Sent (at most two chunks are sent but not yet stored).
         """
         if not items:
             return []
@@ -492,53 +515,70 @@ class Dispatcher:
                 await self._failed(item, exc, report)
             return []
         fresh = [one for one in loaded if one.row.progress.get("stage") != "sent"]
-        filing: asyncio.Task[None] | None = None
-        try:
-            for start in range(0, len(fresh), SEND_CHUNK):
-                chunk = fresh[start : start + SEND_CHUNK]
-                sent = await self._send_chunk(account, chunk, claimed, report)
-                stored = await self._store(account_id, folder_id, sent, report)
-                if filing is not None:
-                    await filing
-                filing = asyncio.create_task(self._file_chunk(account, stored, report))
-            if filing is not None:
-                await filing
-        finally:
-            if filing is not None and not filing.done():
-                filing.cancel()
-                await asyncio.gather(filing, return_exceptions=True)
+        recorder = recorders.get(account.name)
+        if recorder is None:
+            recorder = recorders[account.name] = Recorder(
+                SEND_CHUNK,
+                lambda sent: self._store(account_id, folder_id, sent, report),
+                lambda stored: self._file_chunk(account, stored, report),
+            )
+        await self._send_all(account, fresh, claimed, report, recorder)
         return [one.item for one in loaded if one.row.progress.get("stage") == "sent"]
 
-    async def _send_chunk(
-        self, account: AccountConfig, chunk: list[_Sending], claimed: float, report: DispatchReport
-    ) -> list[_Sending]:
-        """Compose and send letters over up to SMTP_CONNECTIONS connections; give the sent ones."""
-        waiting = collections.deque(chunk)
-        sent: list[_Sending] = []
+    async def _send_all(
+        self,
+        account: AccountConfig,
+        letters: list[_Sending],
+        claimed: float,
+        report: DispatchReport,
+        recorder: _Recorder,
+    ) -> None:
+        """Compose and send letters over up to SMTP_CONNECTIONS connections, each kept busy.
+
+        Every letter the relay took goes to the recorder, which stores and files it in chunks
+        meanwhile; a connection waits only while two chunks are not yet stored.
+        """
+        waiting = collections.deque(letters)
 
         async def work(sender: SmtpSender) -> None:
             while waiting:
+                await recorder.reserve()
+                if not waiting:
+                    recorder.unreserve()
+                    return
                 one = waiting.popleft()
-                if await self._claim_lost(one.item, claimed):
-                    continue
-                try:
-                    composed = compose_letter(self._draft(account, one.row, one.files, one.letters))
-                    await sender.send(
-                        composed.raw, sender=composed.sender, recipients=composed.recipients
-                    )
-                except Exception as exc:
-                    await self._failed(one.item, exc, report)
+                sent = await self._send_one(account, sender, one, claimed, report)
+                if sent is None:
+                    recorder.unreserve()
                 else:
-                    sent.append(replace(one, composed=composed))
+                    recorder.add(sent)
 
         try:
-            senders = self._senders(len(chunk))
+            senders = self._senders(len(letters))
         except Exception as exc:  # no [smtp] section: nothing can be sent
-            for one in chunk:
+            for one in letters:
                 await self._failed(one.item, exc, report)
-            return []
+            return
         await asyncio.gather(*(work(sender) for sender in senders))
-        return sent
+
+    async def _send_one(
+        self,
+        account: AccountConfig,
+        sender: SmtpSender,
+        one: _Sending,
+        claimed: float,
+        report: DispatchReport,
+    ) -> _Sending | None:
+        """Compose and send one letter; give it composed once the relay took it, else None."""
+        if await self._claim_lost(one.item, claimed):
+            return None
+        try:
+            composed = compose_letter(self._draft(account, one.row, one.files, one.letters))
+            await sender.send(composed.raw, sender=composed.sender, recipients=composed.recipients)
+        except Exception as exc:
+            await self._failed(one.item, exc, report)
+            return None
+        return replace(one, composed=composed)
 
     async def _sent_folder(self, account: AccountConfig) -> tuple[int, int]:
         """Give the account's id and its Sent folder's row, looked up once per dispatcher."""
@@ -599,16 +639,27 @@ class Dispatcher:
     async def _file_chunk(
         self, account: AccountConfig, stored: list[tuple[_Sending, int]], report: DispatchReport
     ) -> None:
-        """APPEND each stored letter to Sent, then give them their UIDs and mark the rows done."""
+        """APPEND the stored letters to Sent, then give them their UIDs and mark the rows done."""
+        folder = account.folders.sent
+        try:
+            together = await self._append_together(account, [one.raw for one, _ in stored])
+        except Exception as exc:  # the connection failed mid-command: each is refiled later
+            for one, _ in stored:
+                await self._failed(one.item, exc, report)
+            return
         done: list[tuple[outbox.ClaimedItem, dict[str, Any]]] = []
         places: list[tuple[int, int, int]] = []
-        for one, letter_id in stored:
+        for number, (one, letter_id) in enumerate(stored):
             item = one.item
-            try:
-                filed, place = await self._file_fresh(item, account.folders.sent, one.raw)
-            except Exception as exc:
-                await self._failed(item, exc, report)
-                continue
+            if together is not None:
+                place = together[number]
+                filed = {"filed": True, "folder": folder, "uid": place[1] if place else None}
+            else:
+                try:
+                    filed, place = await self._file_fresh(item, folder, one.raw)
+                except Exception as exc:
+                    await self._failed(item, exc, report)
+                    continue
             result = {"stage": "sent", "letter_id": letter_id, "message_id": one.parsed.message_id}
             done.append((item, result | filed))
             if place is not None:
@@ -620,6 +671,30 @@ class Dispatcher:
             await outbox.mark_done_many(session, [(item.id, result) for item, result in done])
         for item, _ in done:
             self._done(item, report)
+
+    async def _append_together(
+        self, account: AccountConfig, raws: list[bytes]
+    ) -> list[tuple[int, int] | None] | None:
+        """APPEND letters sent just now with one MULTIAPPEND; None to APPEND them one by one.
+
+        One by one when the server cannot (no MULTIAPPEND or LITERAL+), the letters are many
+        megabytes together, or the server refuses the command (it then stored none of them; a
+        missing Sent folder is created on the way one by one).
+        """
+        if len(raws) < 2 or sum(len(raw) for raw in raws) > MULTIAPPEND_BYTES:
+            return None
+        session = await self._session(account.name)
+        if not session.has_multiappend:
+            return None
+        try:
+            places = await session.append_many(account.folders.sent, raws, flags=["\\Seen"])
+        except ImapConnectionError:
+            await self._drop(account.name)
+            raise
+        except ImapCommandError as exc:
+            log.info("multiappend_refused", folder=account.folders.sent, error=str(exc)[:200])
+            return None
+        return list(places) if places is not None else [None] * len(raws)
 
     async def _file_fresh(
         self, item: outbox.ClaimedItem, folder: str, raw: bytes
