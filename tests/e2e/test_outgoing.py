@@ -335,3 +335,32 @@ async def test_a_batch_of_letters_each_sent_and_filed_once(
         select(Letter.id).join(Folder, Folder.id == Letter.folder_id).where(Folder.name == sent),
     )
     assert len(again) == count
+
+
+async def test_a_batch_into_a_missing_sent_folder_is_filed_one_by_one(
+    dovecot: DovecotServer, tmp_path: Path, db_url: str, smtp_sink: SmtpSink
+) -> None:
+    """The server refuses the batch's MULTIAPPEND (no Sent folder yet, none stored); the letters
+    are then APPENDed one by one, the folder created on the way: each filed once."""
+    base, _, _ = _config(dovecot, tmp_path, db_url, smtp_sink.port)
+    data = base.model_dump(mode="json")
+    missing = unique_folder("Sent")
+    data["accounts"][0]["folders"]["sent"] = missing
+    config = Config.model_validate(data)
+    assert (await Daemon(config).run(once=True)).ok
+    count = 3
+    for n in range(count):
+        await _queue(
+            db_url,
+            config,
+            NewLetter(
+                account="sales", to=f"client{n}@client.example", text="Hi", author_login="anna"
+            ),
+            key=f"crm:missing:{n}",
+        )
+    result = await Daemon(config).run(once=True)
+    assert result.outbox is not None and result.outbox.done == count
+    assert len(smtp_sink.messages) == count
+    assert len(dovecot.uids("sales", missing)) == count
+    rows = await _one(db_url, select(OutboxItem.result).where(OutboxItem.kind == "send"))
+    assert all(row_result["filed"] and row_result["uid"] for (row_result,) in rows)

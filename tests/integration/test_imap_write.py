@@ -448,3 +448,45 @@ async def test_create_without_alreadyexists_asks_list() -> None:
         finally:
             await session.close()
     assert seen == [b'CREATE "Archive"', b'LIST "" "Archive"', b'CREATE "Gone"', b'LIST "" "Gone"']
+
+
+async def test_append_many_files_every_letter_in_one_command(
+    dovecot: DovecotServer, target: str
+) -> None:
+    """MULTIAPPEND stores the letters as given, in order, seen, each at the UID it names."""
+    raws = [letter(n, body_size=n * 5_000) for n in range(1, 6)] + [b".dot\r\nstart\r\n"]
+    async with session_for(endpoint(dovecot)) as session:
+        assert session.has_multiappend
+        places = await session.append_many(target, raws, flags=["\\Seen"])
+        assert places is not None and len(places) == len(raws)
+        assert len({validity for validity, _ in places}) == 1
+        uids = [uid for _, uid in places]
+        await session.select(target)
+        fetched = await session.fetch(uids)
+    assert dovecot.uids(USER, target) == uids
+    assert [item.raw for item in fetched] == raws
+    assert all("\\Seen" in item.flags for item in fetched)
+
+
+async def test_append_many_to_a_missing_folder_stores_none(dovecot: DovecotServer) -> None:
+    """A refused MULTIAPPEND says TRYCREATE and stores none of the letters; the session goes on."""
+    missing = unique("sent")
+    async with session_for(endpoint(dovecot)) as session:
+        with pytest.raises(ImapCommandError) as caught:
+            await session.append_many(missing, [letter(1), letter(2)])
+        assert caught.value.trycreate
+        await session.create_folder(missing)
+        assert dovecot.uids(USER, missing) == []
+        places = await session.append_many(missing, [letter(3)])
+    assert places is not None
+    assert dovecot.uids(USER, missing) == [places[0][1]]
+
+
+async def test_append_many_needs_the_capabilities(dovecot: DovecotServer, target: str) -> None:
+    """Without MULTIAPPEND or LITERAL+ nothing is sent: the caller APPENDs one by one."""
+    async with session_for(endpoint(dovecot)) as session:
+        session.capabilities = session.capabilities - {"LITERAL+"}
+        with pytest.raises(ImapCommandError, match="MULTIAPPEND"):
+            await session.append_many(target, [letter(1), letter(2)])
+        assert await session.append_many(target, []) == []
+    assert dovecot.uids(USER, target) == []

@@ -8,11 +8,14 @@ from maild.errors import ImapCommandError
 from maild.ingest.imap_write import (
     appenduid,
     appenduid_placed,
+    appenduid_set,
     check_flag,
     copyuid_map,
     flag_list,
     list_names,
     message_id_value,
+    multiappend_head,
+    multiappend_tail,
     response_code,
 )
 
@@ -112,3 +115,21 @@ def test_appenduid_placed() -> None:
     """APPENDUID gives the folder's UIDVALIDITY too, so filing a sent letter needs no SELECT."""
     assert appenduid_placed(b"[APPENDUID 1795 42] Append completed.") == (1795, 42)
     assert appenduid_placed(b"Append completed.") is None
+
+
+def test_appenduid_set() -> None:
+    """A MULTIAPPEND's UID set gives one place per letter, in order; anything else gives None."""
+    assert appenduid_set(b"[APPENDUID 7 5:7] Append completed.", 3) == [(7, 5), (7, 6), (7, 7)]
+    assert appenduid_set(b"[APPENDUID 7 5,9] done", 2) == [(7, 5), (7, 9)]
+    assert appenduid_set(b"[APPENDUID 7 5:9] done", 3) is None
+    assert appenduid_set(b"[APPENDUID 7 5] done", 2) is None
+    assert appenduid_set(b"Append completed.", 1) is None
+
+
+def test_multiappend_wire() -> None:
+    """The command line ends with the first literal; each next letter brings its flags and size."""
+    raws = [b"one\r\n", b"second\r\n"]
+    assert multiappend_head("(\\Seen)", raws[0]) == "(\\Seen) {5+}"
+    assert multiappend_tail("(\\Seen)", raws) == b"one\r\n (\\Seen) {8+}\r\nsecond\r\n\r\n"
+    assert multiappend_head("()", raws[0]) == "{5+}"
+    assert multiappend_tail("()", raws) == b"one\r\n {8+}\r\nsecond\r\n\r\n"

@@ -1,0 +1,96 @@
+"""The recorder: chunks stored, then filed, in order, while sending goes on; bounded backlog."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from maild.outbox.chunks import Recorder
+
+
+class Log:
+    """Record what was stored and filed, in order; stores wait until released."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, list[int]]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def store(self, batch: list[int]) -> list[int]:
+        """Store a chunk once released."""
+        await self.release.wait()
+        self.events.append(("store", batch))
+        return batch
+
+    async def file(self, stored: list[int]) -> None:
+        """File a stored chunk."""
+        await asyncio.sleep(0)
+        self.events.append(("file", stored))
+
+
+async def test_chunks_are_stored_then_filed_in_order() -> None:
+    """Full chunks go as they fill, the rest at finish; each is stored before it is filed."""
+    log = Log()
+    recorder: Recorder[int, list[int]] = Recorder(3, log.store, log.file)
+    for n in range(7):
+        await recorder.reserve()
+        recorder.add(n)
+    await recorder.finish()
+    stores = [batch for kind, batch in log.events if kind == "store"]
+    files = [batch for kind, batch in log.events if kind == "file"]
+    assert stores == files == [[0, 1, 2], [3, 4, 5], [6]]
+    for batch in stores:
+        assert log.events.index(("store", batch)) < log.events.index(("file", batch))
+
+
+async def test_sending_waits_while_two_chunks_are_not_stored() -> None:
+    """No more than two chunks' letters are sent but not stored: the next one waits for room."""
+    log = Log()
+    log.release.clear()
+    recorder: Recorder[int, list[int]] = Recorder(2, log.store, log.file)
+    for n in range(4):
+        await recorder.reserve()
+        recorder.add(n)
+    waiting = asyncio.ensure_future(recorder.reserve())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    log.release.set()
+    await asyncio.wait_for(waiting, 1)
+    recorder.unreserve()
+    await recorder.finish()
+    assert [batch for kind, batch in log.events if kind == "file"] == [[0, 1], [2, 3]]
+
+
+async def test_a_failed_chunk_is_raised_at_finish_and_the_next_still_goes() -> None:
+    """A chunk whose filing failed is raised by finish; later chunks are still stored and filed."""
+    filed: list[list[int]] = []
+
+    async def store(batch: list[int]) -> list[int]:
+        return batch
+
+    async def file(stored: list[int]) -> None:
+        if stored == [0]:
+            raise RuntimeError("database away")
+        filed.append(stored)
+
+    recorder: Recorder[int, list[int]] = Recorder(1, store, file)
+    for n in range(2):
+        await recorder.reserve()
+        recorder.add(n)
+    with pytest.raises(RuntimeError, match="database away"):
+        await recorder.finish()
+    assert filed == [[1]]
+    await recorder.cancel()
+
+
+async def test_cancel_stops_what_is_left() -> None:
+    """Cancelling drops chunks not yet recorded (their rows are retried later) without warnings."""
+    log = Log()
+    log.release.clear()
+    recorder: Recorder[int, list[int]] = Recorder(1, log.store, log.file)
+    await recorder.reserve()
+    recorder.add(1)
+    await asyncio.sleep(0)
+    await recorder.cancel()
+    assert log.events == []
