@@ -272,31 +272,44 @@ async def store_sent_many(
     ]
     ids = await repo.insert_letters(session, placeholder, items, first_sync=False)
     stored = {sent.outbox_id: ids[-sent.outbox_id] for sent in letters}
+    letters_table: Table = Letter.__table__  # type: ignore[assignment]
     await session.execute(
-        update(Letter),
+        update(letters_table)
+        .where(letters_table.c.id == bindparam("b_id"))
+        .values(
+            direction="out",
+            responsible_login=bindparam("b_login"),
+            lead_id=bindparam("b_lead"),
+            lead_reason=bindparam("b_reason"),
+        ),
         [
             {
-                "id": stored[sent.outbox_id],
-                "direction": "out",
-                "responsible_login": sent.author.login if sent.author else None,
-                "lead_id": sent.lead_id,
-                "lead_reason": f"sent for lead {sent.lead_id}" if sent.lead_id else "",
+                "b_id": stored[sent.outbox_id],
+                "b_login": sent.author.login if sent.author else None,
+                "b_lead": sent.lead_id,
+                "b_reason": f"sent for lead {sent.lead_id}" if sent.lead_id else "",
             }
             for sent in letters
         ],
     )
+    rows: Table = OutboxItem.__table__  # type: ignore[assignment]
     await session.execute(
-        update(OutboxItem),
+        update(rows)
+        .where(rows.c.id == bindparam("b_id"))
+        .values(
+            letter_id=bindparam("b_letter"),
+            result=bindparam("b_result", type_=rows.c.result.type),
+            updated_at=now,
+        ),
         [
             {
-                "id": sent.outbox_id,
-                "letter_id": stored[sent.outbox_id],
-                "result": {
+                "b_id": sent.outbox_id,
+                "b_letter": stored[sent.outbox_id],
+                "b_result": {
                     "stage": "sent",
                     "message_id": sent.parsed.message_id,
                     "letter_id": stored[sent.outbox_id],
                 },
-                "updated_at": now,
             }
             for sent in letters
         ],
