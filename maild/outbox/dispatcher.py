@@ -51,11 +51,11 @@ log = get_logger(__name__)
 
 DELETED_FLAG = "\\Deleted"
 #: Relay connections a batch of the CRM's letters is sent over at once.
-SMTP_CONNECTIONS = 4
+SMTP_CONNECTIONS = 8
 #: Letters recorded as sent per transaction. The next chunk is sent while one is recorded, so
 #: a crash resends at most two chunks' letters, once.
-SEND_CHUNK = 16
-#: The most bytes one MULTIAPPEND files in Sent; larger chunks are APPENDed letter by letter.
+SEND_CHUNK = 32
+#: The most bytes one MULTIAPPEND files in Sent; a larger chunk takes several.
 MULTIAPPEND_BYTES = 16 * 1024 * 1024
 
 
@@ -640,30 +640,18 @@ class Dispatcher:
         self, account: AccountConfig, stored: list[tuple[_Sending, int]], report: DispatchReport
     ) -> None:
         """APPEND the stored letters to Sent, then give them their UIDs and mark the rows done."""
-        folder = account.folders.sent
-        try:
-            together = await self._append_together(account, [one.raw for one, _ in stored])
-        except Exception as exc:  # the connection failed mid-command: each is refiled later
-            for one, _ in stored:
-                await self._failed(one.item, exc, report)
-            return
         done: list[tuple[outbox.ClaimedItem, dict[str, Any]]] = []
         places: list[tuple[int, int, int]] = []
-        for number, (one, letter_id) in enumerate(stored):
-            item = one.item
-            if together is not None:
-                place = together[number]
-                filed = {"filed": True, "folder": folder, "uid": place[1] if place else None}
-            else:
-                try:
-                    filed, place = await self._file_fresh(item, folder, one.raw)
-                except Exception as exc:
-                    await self._failed(item, exc, report)
-                    continue
-            result = {"stage": "sent", "letter_id": letter_id, "message_id": one.parsed.message_id}
-            done.append((item, result | filed))
-            if place is not None:
-                places.append((letter_id, *place))
+        for group in _by_size(stored, MULTIAPPEND_BYTES):
+            for one, letter_id, filed, place in await self._file_group(account, group, report):
+                result = {
+                    "stage": "sent",
+                    "letter_id": letter_id,
+                    "message_id": one.parsed.message_id,
+                }
+                done.append((one.item, result | filed))
+                if place is not None:
+                    places.append((letter_id, *place))
         if not done:
             return
         async with self.sessions.begin() as session:
@@ -672,16 +660,40 @@ class Dispatcher:
         for item, _ in done:
             self._done(item, report)
 
+    async def _file_group(
+        self, account: AccountConfig, group: list[tuple[_Sending, int]], report: DispatchReport
+    ) -> list[tuple[_Sending, int, dict[str, Any], tuple[int, int] | None]]:
+        """APPEND letters to Sent, together when the server can; give each one filed and where."""
+        folder = account.folders.sent
+        try:
+            together = await self._append_together(account, [one.raw for one, _ in group])
+        except Exception as exc:  # the connection failed mid-command: each is refiled later
+            for one, _ in group:
+                await self._failed(one.item, exc, report)
+            return []
+        out = []
+        for number, (one, letter_id) in enumerate(group):
+            if together is not None:
+                place = together[number]
+                filed = {"filed": True, "folder": folder, "uid": place[1] if place else None}
+            else:
+                try:
+                    filed, place = await self._file_fresh(one.item, folder, one.raw)
+                except Exception as exc:
+                    await self._failed(one.item, exc, report)
+                    continue
+            out.append((one, letter_id, filed, place))
+        return out
+
     async def _append_together(
         self, account: AccountConfig, raws: list[bytes]
     ) -> list[tuple[int, int] | None] | None:
         """APPEND letters sent just now with one MULTIAPPEND; None to APPEND them one by one.
 
-        One by one when the server cannot (no MULTIAPPEND or LITERAL+), the letters are many
-        megabytes together, or the server refuses the command (it then stored none of them; a
-        missing Sent folder is created on the way one by one).
+        One by one when the server cannot (no MULTIAPPEND or LITERAL+), or refuses the command
+        (it then stored none of them; a missing Sent folder is created on the way one by one).
         """
-        if len(raws) < 2 or sum(len(raw) for raw in raws) > MULTIAPPEND_BYTES:
+        if len(raws) < 2:
             return None
         session = await self._session(account.name)
         if not session.has_multiappend:
@@ -1069,6 +1081,19 @@ class Dispatcher:
         if account is None:
             raise Unperformable(f"account {name!r} is no longer in the config")
         return account
+
+
+def _by_size(stored: list[tuple[_Sending, int]], limit: int) -> list[list[tuple[_Sending, int]]]:
+    """Split letters, in order, into groups of at most ``limit`` bytes (a larger one alone)."""
+    groups: list[list[tuple[_Sending, int]]] = []
+    size = limit + 1
+    for pair in stored:
+        if size + len(pair[0].raw) > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(pair)
+        size += len(pair[0].raw)
+    return groups
 
 
 def _reason(exc: BaseException) -> str:

@@ -94,3 +94,15 @@ async def test_cancel_stops_what_is_left() -> None:
     await asyncio.sleep(0)
     await recorder.cancel()
     assert log.events == []
+
+
+def test_multiappend_groups_by_size() -> None:
+    """Letters are filed in order in groups of at most the limit; a larger letter goes alone."""
+    from types import SimpleNamespace
+
+    from maild.outbox.dispatcher import _by_size
+
+    pairs = [(SimpleNamespace(raw=b"x" * size), n) for n, size in enumerate([4, 4, 3, 20, 1, 9])]
+    groups = _by_size(pairs, 10)  # type: ignore[arg-type]
+    assert [[n for _, n in group] for group in groups] == [[0, 1], [2], [3], [4, 5]]
+    assert _by_size([], 10) == []
