@@ -30,6 +30,9 @@ __all__ = ["SmtpSender"]
 
 log = get_logger(__name__)
 
+#: Seconds after a letter during which its connection is reused without a NOOP first.
+FRESH_SECONDS = 5.0
+
 #: What aiosmtplib and the socket layer raise on a failed connection, TLS or timeout.
 _CONNECTION_ERRORS = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)
 
@@ -53,6 +56,7 @@ class SmtpSender:
         self._client: aiosmtplib.SMTP | None = None
         self._lock = asyncio.Lock()
         self._password: str | None = None
+        self._used = -FRESH_SECONDS  # loop time the last letter went
 
     def __repr__(self) -> str:
         """Name the relay and its security, never the credentials."""
@@ -67,16 +71,39 @@ class SmtpSender:
         if not recipients:
             raise SmtpPermanentError(f"{self._where}: a letter needs at least one recipient")
         async with self._lock:
-            client = await self._ready()
             try:
-                refused = await self._transaction(client, raw, sender, list(recipients))
+                refused = await self._send_on_live(raw, sender, list(recipients))
             except SmtpError:
                 raise
             except BaseException:  # cancelled mid-transaction: the session state is unknown
                 self._drop()
                 raise
+            self._used = asyncio.get_running_loop().time()
         if refused:
             log.warning("smtp_recipients_refused", relay=self._where, refused=refused)
+
+    async def _send_on_live(self, raw: bytes, sender: str, recipients: list[str]) -> dict[str, str]:
+        """Run the transaction on a live connection; give the refused recipients.
+
+        A connection that sent a letter moments ago is used without a NOOP first. Should it
+        turn out closed at MAIL (nothing of the letter sent yet), it is replaced and the letter
+        sent on the new one: what the NOOP would have done, one round trip fewer per letter.
+        """
+        loop = asyncio.get_running_loop()
+        fresh = self._client is not None and loop.time() - self._used < FRESH_SECONDS
+        client = await self._ready(check=not fresh)
+        try:
+            return await self._transaction(client, raw, sender, recipients)
+        except _Stale as stale:
+            await self._discard()
+            if not fresh:
+                raise self._session_error(stale.error) from stale.error
+        client = await self._ready()
+        try:
+            return await self._transaction(client, raw, sender, recipients)
+        except _Stale as stale:
+            await self._discard()
+            raise self._session_error(stale.error) from stale.error
 
     async def close(self) -> None:
         """Say QUIT and close the connection, if one is open; errors on the way out are ignored."""
@@ -94,9 +121,14 @@ class SmtpSender:
     # connection
     # ----------------------------------------------------------------------------------------
 
-    async def _ready(self) -> aiosmtplib.SMTP:
-        """Give a live, logged-in connection: the open one if it answers NOOP, else a new one."""
+    async def _ready(self, *, check: bool = True) -> aiosmtplib.SMTP:
+        """Give a live, logged-in connection: the open one if it answers NOOP, else a new one.
+
+        Unless ``check``: the open one is then taken as it is, if it is not known to be closed.
+        """
         if self._client is not None and self._client.is_connected:
+            if not check:
+                return self._client
             try:
                 await self._client.noop()
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
@@ -276,6 +308,14 @@ class SmtpSender:
         return text
 
 
+class _Stale(Exception):
+    """The connection was found closed at MAIL, before anything of the letter was sent."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 async def _sendmail(
     client: aiosmtplib.SMTP, raw: bytes, *, sender: str, recipients: list[str], options: list[str]
 ) -> dict[str, aiosmtplib.SMTPResponse]:
@@ -297,7 +337,10 @@ async def _sendmail(
     if client.supports_extension("size"):
         options = [f"size={size}", *options]
     try:
-        await client.mail(sender, options=options, encoding=encoding)
+        try:
+            await client.mail(sender, options=options, encoding=encoding)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            raise _Stale(exc) from exc
         refused: dict[str, aiosmtplib.SMTPResponse] = {}
         for recipient in recipients:
             try:

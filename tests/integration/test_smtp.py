@@ -448,3 +448,64 @@ async def test_no_recipient_is_refused(sender: SmtpSender) -> None:
     """A letter without recipients is a permanent error before anything is sent."""
     with pytest.raises(SmtpPermanentError):
         await sender.send(RAW, sender=SENDER, recipients=[])
+
+
+class _ScriptedRelay:
+    """A minimal SMTP relay that logs each connection's commands and hangs up on the first
+    connection's second MAIL without a reply, as a relay that closed an idle connection."""
+
+    def __init__(self) -> None:
+        self.sessions: list[list[str]] = []
+        self.letters = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer one connection until QUIT, or until the scripted hang-up."""
+        commands: list[str] = []
+        self.sessions.append(commands)
+        first = len(self.sessions) == 1
+        writer.write(b"220 relay.test ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                verb = line.split()[0].upper().decode() if line.strip() else ""
+                commands.append(verb)
+                if verb == "MAIL" and first and commands.count("MAIL") == 2:
+                    break
+                if verb == "DATA":
+                    writer.write(b"354 go ahead\r\n")
+                    while await reader.readline() != b".\r\n":
+                        pass
+                    self.letters += 1
+                    writer.write(b"250 queued\r\n")
+                elif verb == "EHLO":
+                    writer.write(b"250-relay.test\r\n250 8BITMIME\r\n")
+                elif verb == "QUIT":
+                    writer.write(b"221 bye\r\n")
+                    break
+                else:
+                    writer.write(b"250 ok\r\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_a_connection_closed_under_a_fresh_one_is_replaced_at_mail() -> None:
+    """Right after a letter its connection is reused without a NOOP; found closed at MAIL, it is
+    replaced and the next letter goes once over the new one."""
+    relay = _ScriptedRelay()
+    server = await asyncio.start_server(relay.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = SmtpSender(
+        SmtpConfig(host="127.0.0.1", port=port, security="none"),
+        timeout=5.0,
+        local_hostname="maild.test",
+    )
+    try:
+        for _ in range(3):
+            await sender.send(RAW, sender=SENDER, recipients=[TO])
+    finally:
+        await sender.close()
+        server.close()
+        await server.wait_closed()
+    assert relay.letters == 3
+    assert relay.sessions[0] == ["EHLO", "MAIL", "RCPT", "DATA", "MAIL"]
+    assert relay.sessions[1] == ["EHLO", "MAIL", "RCPT", "DATA", "MAIL", "RCPT", "DATA", "QUIT"]
