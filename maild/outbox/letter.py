@@ -118,9 +118,9 @@ def compose(draft: Draft) -> Composed:
     plain = _with_text_signature(text, signature) if text or not body_html else ""
     letter_html = _html(body_html, signature, signature_html, draft.font) if body_html else ""
     files = [_file_part(position, item) for position, item in enumerate(draft.files)]
-    fields: list[tuple[str, object]] = [
-        *([("To", to)] if to else []),
-        *([("Cc", cc)] if cc else []),
+    fields: list[tuple[str, str]] = [
+        *([("To", _listed(to))] if to else []),
+        *([("Cc", _listed(cc))] if cc else []),
         ("Subject", subject),
         ("Date", email.utils.format_datetime(draft.now or datetime.now(UTC))),
         ("Message-ID", draft.message_id or _message_id(draft.account_address)),
@@ -128,7 +128,7 @@ def compose(draft: Draft) -> Composed:
     ]
     top = [mime.sender(sender_name, draft.account_address)]
     top += [
-        mime.repeated(name, value) if name in _REPEATED else mime.header(name, value)
+        mime.repeated(name, value) if name in _REPEATED else mime.shaped(name, value)
         for name, value in fields
     ]
     text_part = plain or _text_of(body_html, signature)
@@ -153,6 +153,14 @@ def compose(draft: Draft) -> Composed:
             body_html=body_html,
         ),
     )
+
+
+def _listed(addresses: list[Address]) -> str:
+    """Give an address list as the email package reads a list of addresses set as a header.
+
+    ``msg["To"] = [addresses]`` parses exactly this text, so either folds to the same line.
+    """
+    return ", ".join(str(address) for address in addresses)
 
 
 def _file_part(position: int, item: FileAttachment) -> mime.FilePart:

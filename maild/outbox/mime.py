@@ -37,6 +37,7 @@ __all__ = [
 _CRLF = b"\r\n"
 _MAX_LINE = 78  # octets: the SMTP policy's max_line_length, the limit for 7bit and 8bit text
 _BASE64_LINE = 76  # characters, as the email package writes them
+_DIGITS = re.compile(r"[0-9]")
 _SIMPLE_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _BOUNDARY = re.compile(r"maild-[0-9a-f]{24}")
 _BOUNDARY_PLACEHOLDER = "maild-" + "0" * 24
@@ -89,6 +90,24 @@ def header(name: str, value: object) -> Header:
     """Fold a header as ``msg[name] = value`` and the generator would: bytes, and its value as text."""
     name, parsed = POLICY.header_store_parse(name, value)
     return Header(POLICY.fold_binary(name, parsed), str(parsed))
+
+
+def shaped(name: str, value: str) -> Header:
+    """Fold a header whose plain ASCII value differs from letter to letter mostly in its digits.
+
+    The email package treats every digit alike when it parses and folds a subject, a
+    Message-ID or an address list, so the value with its digits zeroed folds to the same
+    line, the digits aside: that line is folded once and the digits put back. (Not for Date:
+    its digits are parsed as a date.)
+    """
+    shape = _DIGITS.sub("0", value)
+    if shape == value or not value.isascii():
+        return header(name, value)
+    template = repeated(name, shape)
+    marker = shape.encode("ascii")
+    if template.value != shape or template.line.count(marker) != 1:
+        return header(name, value)
+    return Header(template.line.replace(marker, value.encode("ascii")), value)
 
 
 @functools.lru_cache(maxsize=256)

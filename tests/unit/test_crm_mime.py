@@ -35,6 +35,8 @@ ADDRESSES = [
     "Иван <ivan@x.example>, Пётр Петров <petr@y.example>",
     '"Dr. Who" <who@tardis.example>',
     ", ".join(f"Client number {n} <client{n}@client.example>" for n in range(6)),
+    'Client 10 <client10@client.example>, "Smith, John 2" <john2@x.example>',
+    "Клиент 5 <client5@client.example>",
 ]
 SUBJECTS = [
     "Offer 7: pallets and delivery",
@@ -42,6 +44,9 @@ SUBJECTS = [
     "Re: [#42] " + "long subject words " * 8,
     "",
     "tabs\tand  double  spaces",
+    "Счёт 123 от 24.11.2026",
+    "Offer 12345678901234567890 " * 4,
+    "Re: [#1234567] " + "x" * 70,
 ]
 TEXTS = [
     "Dear client,\n\nplease find our offer attached.\n\n{current_user}",
@@ -161,7 +166,13 @@ def random_draft(rng: random.Random) -> Draft:
         files=files,
         letters=[b"From: a@b.example\r\nSubject: x\r\n\r\nbody\r\n"] if rng.random() < 0.1 else [],
         now=NOW,
-        message_id=f"<{rng.randrange(10**12)}.{rng.randrange(10**6)}@corp.example>",
+        message_id=rng.choice(
+            [
+                f"<{rng.randrange(10**12)}.{rng.randrange(10**6)}@corp.example>",
+                f"<{rng.randrange(10**40)}.{rng.randrange(10**30)}@corp.example>",
+                f"<{rng.randrange(10**6)}@a-very-long-domain-name-{rng.randrange(99)}.example>",
+            ]
+        ),
     )
 
 
