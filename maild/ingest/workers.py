@@ -11,7 +11,7 @@ import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
 from typing import IO
@@ -58,6 +58,10 @@ class _Overtime(BaseException):
 
 def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise _Overtime
+
+
+def _warm() -> None:
+    """Do nothing: submitted once to start a worker (and its imports) before it is needed."""
 
 
 def parse_group(raws: list[bytes], timeout: float) -> list[HashedLetter | str]:
@@ -143,6 +147,10 @@ class ParserPool:
     are handed to the workers at a time (one parsing, one ready); the next one comes from the
     lane with the fewest groups waiting. So a folder's new letter is parsed as soon as a worker is free, instead of
     behind every queued letter of another folder's backlog.
+
+    A push (``express``: a few letters heard in IDLE) does not wait even for that: when every
+    worker is busy, it goes to one more worker kept for pushes, if ``start_push_worker`` was
+    called (a daemon watching several folders, where one's backlog can hold up another's push).
     """
 
     def __init__(self, workers: int = 0, *, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -153,39 +161,77 @@ class ParserPool:
         self._tasks: set[asyncio.Future[None]] = set()
         self._lanes: dict[Hashable, deque[_Group]] = {}
         self._queued = 0  # groups ever queued: the order that breaks ties between lanes
+        self._express: ProcessPoolExecutor | None = None
+        self._express_tasks: set[asyncio.Future[None]] = set()
+        self._push_worker = False
+        self._warmed: Future[None] = Future()
 
     def _pool(self) -> ProcessPoolExecutor:
         """Start the workers on first use; spawn, because forking a process with threads is unsafe."""
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-            )
+            self._executor = _executor(self.workers)
         return self._executor
+
+    def start_push_worker(self) -> Future[None]:
+        """Start the worker kept for pushes now, imports and all; the future tells when it is up."""
+        self._push_worker = True
+        self._express_pool()
+        return self._warmed
+
+    def _express_pool(self) -> ProcessPoolExecutor:
+        """Give the worker kept for pushes, starting it (and its imports) if it is not running."""
+        if self._express is None:
+            self._express = _executor(1)
+            self._warmed = self._express.submit(_warm)
+        return self._express
+
+    def _busy(self) -> bool:
+        """Tell whether every worker has its groups in hand."""
+        return len(self._tasks) >= IN_FLIGHT * self.workers
 
     def submit(self, raw: bytes) -> asyncio.Future[ParsedLetter]:
         """Start parsing one letter now and give a future."""
         return self.submit_many([raw])[0]
 
     def submit_many(
-        self, raws: Sequence[bytes], *, lane: Hashable | None = None
+        self, raws: Sequence[bytes], *, lane: Hashable | None = None, express: bool = False
     ) -> list[asyncio.Future[ParsedLetter]]:
         """Queue letters for parsing, a few per worker call, and give one future per letter in order.
 
         Letters of one ``lane`` are parsed in the order given; without a lane the call is a
-        lane of its own.
+        lane of its own. ``express`` letters (one group at most) skip the queue when every
+        worker is busy and the push worker is free.
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[ParsedLetter]] = [loop.create_future() for _ in raws]
         if not raws:
             return futures  # an empty lane would have no oldest group to rank it by
+        if (
+            express
+            and self._push_worker
+            and self._busy()
+            and not self._express_tasks
+            and len(_groups(raws)) == 1
+        ):
+            self._start_express(loop, list(raws), futures)
+            return futures
         queue = self._lanes.setdefault(object() if lane is None else lane, deque())
         for start, end in _groups(raws):
             self._queued += 1
             queue.append(_Group(list(raws[start:end]), futures[start:end], self._queued))
         self._dispatch(loop)
         return futures
+
+    def _start_express(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        raws: list[bytes],
+        futures: list[asyncio.Future[ParsedLetter]],
+    ) -> None:
+        """Parse a push on the worker kept for pushes."""
+        task = asyncio.ensure_future(self._run_group(loop, raws, futures, express=True))
+        self._express_tasks.add(task)
+        task.add_done_callback(self._express_tasks.discard)
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hand groups to idle workers, taking each from the lane with the fewest waiting."""
@@ -219,14 +265,19 @@ class ParserPool:
         loop: asyncio.AbstractEventLoop,
         raws: list[bytes],
         futures: list[asyncio.Future[ParsedLetter]],
+        *,
+        express: bool = False,
     ) -> None:
         """Parse a group in one worker call and settle each letter's future."""
-        executor = self._pool()
+        executor = self._express_pool() if express else self._pool()
         try:
             results = await loop.run_in_executor(executor, parse_group, raws, self.timeout)
         except BrokenProcessPool:
             if self._executor is executor:  # not a pool another group already replaced
                 self._reset()
+            elif self._express is executor:  # the next push starts a fresh one
+                self._express = None
+                executor.shutdown(wait=False, cancel_futures=True)
             await self._settle_isolated(loop, raws, futures)
             return
         except BaseException:
@@ -263,11 +314,7 @@ class ParserPool:
 
     async def _parse_isolated(self, loop: asyncio.AbstractEventLoop, raw: bytes) -> ParsedLetter:
         """Parse in a process of its own, so a letter that kills its parser is pinned down exactly."""
-        executor = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-        )
+        executor = _executor(1)
         try:
             [result] = await loop.run_in_executor(executor, parse_group, [raw], self.timeout)
         except BrokenProcessPool as exc:
@@ -298,6 +345,16 @@ class ParserPool:
             for group in queue:
                 for future in group.futures:
                     future.cancel()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        for executor in (self._executor, self._express):
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = self._express = None
+
+
+def _executor(workers: int) -> ProcessPoolExecutor:
+    """Make a pool of parser processes; spawned, because forking a process with threads is unsafe."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+    )
