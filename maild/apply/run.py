@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from maild.dryrun.trial import decide
 from maild.errors import MaildError
 from maild.ingest.parse import parse_header_block
 from maild.logging import get_logger
-from maild.outbox.dispatcher import Dispatcher
+from maild.outbox.dispatcher import Dispatcher, DispatchReport
 from maild.rules.engine import RuleSet
 from maild.rules.needs import Needs, needs_of
 from maild.runtime import endpoint_for, warn_insecure
@@ -109,18 +110,30 @@ async def apply_rules(
         async with database_errors(), sessions() as session:
             rows = await selected(session, query)
         pager = _Pager(config, ruleset, named, needs, report)
-        for page in pages(rows):
-            async with database_errors():
-                await pager.apply(sessions, page)
-        log.info(
-            "rules_applied",
-            evaluated=report.evaluated,
-            skipped=len(report.skipped),
-            queued=sum(report.queued.values()),
-            already_queued=report.already_queued,
-            ruleset_version=ruleset.version,
-        )
-        await _perform(config, sessions, report, started)
+        dispatcher = _dispatcher(config, sessions)
+        try:
+            performing = _Performing(dispatcher)
+            worker = asyncio.create_task(performing.run(), name="outbox")
+            try:
+                for page in pages(rows):
+                    async with database_errors():
+                        if await pager.apply(sessions, page):
+                            performing.wake()
+            finally:
+                performing.finish()
+                await worker
+            log.info(
+                "rules_applied",
+                evaluated=report.evaluated,
+                skipped=len(report.skipped),
+                queued=sum(report.queued.values()),
+                already_queued=report.already_queued,
+                ruleset_version=ruleset.version,
+            )
+            performing.done.add(await dispatcher.drain(config.outbox.once_drain_seconds))
+        finally:
+            await dispatcher.close()
+        await _read_outcome(sessions, report, performing.done, started)
     finally:
         await engine.dispose()
     return report
@@ -138,21 +151,51 @@ def _check_names(ruleset: RuleSet, rules: Sequence[str]) -> frozenset[str] | Non
     return frozenset(rules)
 
 
-async def _perform(
-    config: Config,
+def _dispatcher(config: Config, sessions: async_sessionmaker[AsyncSession]) -> Dispatcher:
+    """Build the dispatcher `maild run` uses, reading account passwords only when it connects."""
+    timeout = config.daemon.imap_timeout_seconds
+    return Dispatcher(sessions, config, endpoint_for=lambda account: endpoint_for(account, timeout))
+
+
+@dataclass
+class _Performing:
+    """Performs the rows due while later pages are still being decided: moves start at once."""
+
+    dispatcher: Dispatcher
+    done: DispatchReport = field(default_factory=DispatchReport)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _finished: bool = False
+
+    def wake(self) -> None:
+        """Say a page queued rows."""
+        self._wake.set()
+
+    def finish(self) -> None:
+        """Say every page is decided: one last pass, then the drain takes over."""
+        self._finished = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Perform the due rows each time a page queues some, until every page is decided."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            finished = self._finished
+            try:
+                self.done.add(await self.dispatcher.run_once())
+            except Exception as exc:  # the drain after the last page tries again
+                log.warning("dispatcher_error", error=f"{type(exc).__name__}: {exc}")
+            if finished:
+                return
+
+
+async def _read_outcome(
     sessions: async_sessionmaker[AsyncSession],
     report: ApplyReport,
+    done: DispatchReport,
     started: datetime,
 ) -> None:
-    """Drain the outbox as `maild run --once` does, then read what died and what is left."""
-    timeout = config.daemon.imap_timeout_seconds
-    dispatcher = Dispatcher(
-        sessions, config, endpoint_for=lambda account: endpoint_for(account, timeout)
-    )
-    try:
-        done = await dispatcher.drain(config.outbox.once_drain_seconds)
-    finally:
-        await dispatcher.close()
+    """Read what the dispatcher performed, what died since the start and what is left."""
     report.performed, report.retried = done.done, done.retried
     async with database_errors(), sessions() as session:
         report.dead = [
@@ -173,8 +216,11 @@ class _Pager:
     report: ApplyReport
     _deciders: dict[tuple[str, str], Decider] = field(default_factory=dict)
 
-    async def apply(self, sessions: async_sessionmaker[AsyncSession], page: list[int]) -> None:
-        """Read the page's letters (only the columns the rules read), decide and record each one."""
+    async def apply(self, sessions: async_sessionmaker[AsyncSession], page: list[int]) -> bool:
+        """Read the page's letters (only the columns the rules read), decide and record each one.
+
+        Tells whether the page queued rows that were not queued before.
+        """
         accounts = {account.name for account in self.config.accounts}
         async with sessions.begin() as session:
             letters = await stored.rule_letters(session, page, self.needs.columns)
@@ -215,6 +261,7 @@ class _Pager:
                     known,
                 )
             await book.flush()
+        return book.new > 0
 
     def _decider(self, account: str, folder: str) -> Decider:
         """Give the (account, folder)'s decider, whose effect rows are the daemon's own."""
@@ -237,6 +284,7 @@ class _Book:
     report: ApplyReport
     hits: list[tuple[int, str, str, list[dict[str, object]]]] = field(default_factory=list)
     rows: list[outbox.NewEffect] = field(default_factory=list)
+    new: int = 0
 
     async def record(
         self,
@@ -271,6 +319,7 @@ class _Book:
         await outbox.record_hits(self.session, self.hits)
         self.report.hits_recorded += len(self.hits)
         new = await outbox.add_new_effects(self.session, self.rows)
+        self.new += len(new)
         for row in self.rows:
             if row.key in new:
                 self.report.queued[row.kind] = self.report.queued.get(row.kind, 0) + 1
