@@ -200,3 +200,72 @@ def test_report_is_ok_only_with_nothing_pending() -> None:
     """A row left pending (a retry due later) makes the command fail, so a script can tell."""
     assert ApplyReport(hits={}).ok
     assert not ApplyReport(hits={}, pending=1).ok
+
+
+def _variety() -> list[bytes]:
+    """Letters that exercise every view of the row: bodies, attachments, Cc, headers, no subject."""
+    pdf = [("invoice.pdf", "application/pdf", b"%PDF-1.4 x")]
+    return [
+        letter(
+            sender=("Ivan Petrov", "ivan@client.example"),
+            to=SALES,
+            subject="invoice 7",
+            body="see attached",
+            attachments=pdf,
+        ),
+        letter(
+            sender=("Ann", "ann@client.example"),
+            to=SALES,
+            subject="hello",
+            body="",
+            html="<p>a <b>refund</b> please</p>",
+        ),
+        b"X-Mailer: BulkSender 2\r\n"
+        + letter(sender=("Zoe", "zoe@other.example"), to=SALES, subject="news", body="refund"),
+        b"From: Nobody <nobody@client.example>\r\nTo: sales@corp.example\r\n"
+        b"Cc: Boss <boss@corp.example>\r\nMessage-ID: <no-subject@x>\r\n\r\nno subject here\r\n",
+        b"From: Empty <empty@client.example>\r\nTo: sales@corp.example\r\nSubject:\r\n"
+        b"Message-ID: <empty-subject@x>\r\n\r\nan empty subject\r\n",
+    ]
+
+
+async def test_apply_decides_as_replay_does_from_the_full_parse(
+    dovecot: DovecotServer, tmp_path: Path, db_url: str
+) -> None:
+    """Built from the stored row (and the header block where needed), letters get replay's hits."""
+    from maild.dryrun.replay import Replayed, replay
+
+    inbox = unique_folder("In")
+    dovecot.create_folder("sales", inbox)
+    dovecot.append_many("sales", inbox, _variety())
+    conditions: dict[str, dict[str, Any]] = {
+        "from is": {"address": "from", "is": "ivan@client.example"},
+        "recipient domain": {"domain": "recipient", "is": "corp.example"},
+        "name": {"display_name": "from", "contains": "petrov"},
+        "subject": {"header": "subject", "contains": "invoice"},
+        "no subject": {"header": "subject", "exists": False},
+        "mailer": {"header": "x-mailer", "contains": "bulk"},
+        "cc header": {"header": "cc", "contains": "boss"},
+        "text": {"body": "text", "contains": "refund"},
+        "html": {"body": "html", "contains": "<b>"},
+        "pdf": {"attachment": "name", "matches": "\\.pdf$"},
+        "attached": {"has_attachment": True},
+    }
+    rules = [
+        {"name": name, "match": match, "actions": [{"add_flag": f"$R{n}"}]}
+        for n, (name, match) in enumerate(conditions.items())
+    ]
+    config = await _recorded(dovecot, tmp_path, db_url, inbox=inbox, rules=rules)
+    replayed: list[Replayed] = []
+    await replay(config, ALL, replayed.append)
+    expected = sorted(
+        (item.letter_id, hit.rule)
+        for item in replayed
+        if item.decision is not None
+        for hit in item.decision.hits
+    )
+    report = await apply_rules(config, ALL)
+    assert report.ok and report.evaluated == 5 and report.dead == []
+    applied = sorted((hit.letter_id, hit.rule) for hit in await _rows(db_url, RuleHit))
+    assert applied == expected
+    assert {rule for _, rule in applied} == set(conditions)  # each rule hit some letter
