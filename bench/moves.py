@@ -160,6 +160,7 @@ def phase_apply(spec: dict[str, Any]) -> dict[str, Any]:
     pattern = re.compile(REGEX)
 
     async def check() -> dict[str, Any]:
+        """Read the move rows and the senders back: exactly the picked letters, each once."""
         engine = create_engine(spec["db_url"])
         try:
             async with session_factory(engine)() as session:
@@ -194,6 +195,7 @@ def phase_apply(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rule(target: str) -> list[dict[str, Any]]:
+    """The one rule: letters from ivan@ or zoe@ move to the target folder."""
     return [
         {
             "name": "ivan and zoe",

@@ -56,11 +56,14 @@ EVERYTHING = Needs(frozenset(COLUMNS), True, frozenset())
 
 @dataclass
 class _Found:
+    """What the conditions seen so far read."""
+
     columns: set[str]
     empty: set[str]
     headers: bool = False
 
     def everything(self) -> None:
+        """Read all of the letter: a condition this module does not know may look anywhere."""
         self.columns.update(COLUMNS)
         self.headers = True
 
@@ -117,4 +120,5 @@ def _leaf(node: Mapping[str, Any], found: _Found) -> None:
 
 
 def _add(found: _Found, columns: Iterable[str]) -> None:
+    """Add the columns an address-like condition reads."""
     found.columns.update(columns)
