@@ -30,7 +30,12 @@ _sink: IO[str] | None = None
 
 
 def _start_worker() -> None:
-    """Silence mail-parser in a worker (defects are recorded on the letter) and tie it to maild."""
+    """Silence mail-parser in a worker (defects are recorded on the letter) and tie it to maild.
+
+    Ctrl-C in a terminal interrupts the whole process group: the daemon then finishes the
+    letters in flight, which needs its parsers, so they ignore SIGINT (they end with maild).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("mailparser").setLevel(logging.CRITICAL)
     unmap_big_blocks()  # a big letter's parse is given back, not kept by an idle worker
     parent = multiprocessing.parent_process()

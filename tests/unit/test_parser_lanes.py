@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 from maild.ingest.workers import GROUP_LETTERS, IN_FLIGHT, ParserPool
 from maild.testing.samples import letter
@@ -112,3 +114,18 @@ async def test_a_push_without_a_push_worker_takes_the_lanes() -> None:
     finally:
         pool.close()
     assert pool._express is None
+
+
+async def test_workers_keep_parsing_through_a_terminals_ctrl_c() -> None:
+    """SIGINT reaches the parsers too when a terminal's Ctrl-C hits maild's process group."""
+    pool = ParserPool(1)
+    try:
+        assert (await pool.parse(raw(1))).subject == "s1"
+        executor = pool._executor
+        assert executor is not None
+        for pid in list(executor._processes):
+            os.kill(pid, signal.SIGINT)
+        assert (await pool.parse(raw(2))).subject == "s2"
+        assert set(executor._processes) and pool._executor is executor
+    finally:
+        pool.close()
