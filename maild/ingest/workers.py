@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -71,33 +72,70 @@ def _warm() -> None:
 
 def parse_group(raws: list[bytes], timeout: float) -> list[HashedLetter | str]:
     """Parse and hash letters in a worker, each within ``timeout`` seconds; a failure becomes its reason."""
-    return [_guarded(parse_and_hash, raw, timeout) for raw in raws]
+    return _guarded_all(parse_and_hash, raws, timeout)
 
 
 def _guarded(
     parse: Callable[[bytes], HashedLetter], raw: bytes, timeout: float
 ) -> HashedLetter | str:
-    """Run one parse under an alarm (Python code) and a hard deadline that ends the process (C code)."""
+    """Run one parse under the alarm and the hard deadline of ``_guarded_all``."""
+    return _guarded_all(parse, [raw], timeout)[0]
+
+
+def _guarded_all(
+    parse: Callable[[bytes], HashedLetter], raws: list[bytes], timeout: float
+) -> list[HashedLetter | str]:
+    """Run parses under an alarm each (Python code) and a hard deadline that ends the process (C code).
+
+    The hard deadline (faulthandler's watchdog thread) is armed for ``timeout + HARD_GRACE``
+    and re-armed before a letter only when half the grace has passed since it was last armed:
+    arming it is a thread start and stop, which cost a fifth of a small letter's parse. So a
+    parse deaf to the alarm ends its process between half the grace and the whole grace after
+    its timeout.
+    """
     if threading.current_thread() is not threading.main_thread():
-        try:  # signals reach the main thread only: parse without a limit
-            return parse(raw)
-        except ParseError as exc:
-            return str(exc)
+        return [_reason_or(parse, raw) for raw in raws]  # signals reach the main thread only
     previous = signal.signal(signal.SIGALRM, _on_alarm)
+    armed_at: float | None = None
+    try:
+        results: list[HashedLetter | str] = []
+        for raw in raws:
+            now = time.monotonic()
+            if armed_at is None or now - armed_at > HARD_GRACE / 2:
+                faulthandler.dump_traceback_later(
+                    timeout + HARD_GRACE, exit=True, file=_dump_sink()
+                )
+                armed_at = now
+            results.append(_alarmed(parse, raw, timeout))
+        return results
+    finally:
+        if armed_at is not None:
+            faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _alarmed(
+    parse: Callable[[bytes], HashedLetter], raw: bytes, timeout: float
+) -> HashedLetter | str:
+    """Run one parse with the alarm set to its timeout; give the letter or why it failed."""
     try:
         try:
-            faulthandler.dump_traceback_later(timeout + HARD_GRACE, exit=True, file=_dump_sink())
             signal.setitimer(signal.ITIMER_REAL, timeout)
             return parse(raw)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            faulthandler.cancel_dump_traceback_later()
     except _Overtime:
         return f"parsing took longer than {timeout:g} s (daemon.parse_timeout_seconds)"
     except ParseError as exc:
         return str(exc)
-    finally:
-        signal.signal(signal.SIGALRM, previous)
+
+
+def _reason_or(parse: Callable[[bytes], HashedLetter], raw: bytes) -> HashedLetter | str:
+    """Parse without a time limit; give the letter or why it failed."""
+    try:
+        return parse(raw)
+    except ParseError as exc:
+        return str(exc)
 
 
 GROUP_LETTERS = 8
@@ -146,7 +184,7 @@ class ParserPool:
     """Parse letters in worker processes; a dead worker costs one letter's parse, never the daemon.
 
     Each letter gets ``timeout`` seconds: past them it fails with the reason, and a worker that
-    does not answer the alarm (stuck in C code) ends itself ``HARD_GRACE`` seconds later.
+    does not answer the alarm (stuck in C code) ends itself at most ``HARD_GRACE`` seconds later.
 
     Groups wait here, one queue per lane (a folder), and at most IN_FLIGHT groups per worker
     are handed to the workers at a time (one parsing, one ready); the next one comes from the
