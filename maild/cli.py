@@ -252,24 +252,35 @@ def rules_test(
         click.echo(line)
 
 
+def _stored_letters(command: Callable[..., None]) -> Callable[..., None]:
+    """Add the options choosing stored letters, shared by ``rules replay`` and ``rules apply``."""
+    for option in reversed(
+        [
+            click.option(
+                "--since",
+                required=True,
+                metavar="DATE",
+                callback=_when(end=False),
+                help="From this date or time.",
+            ),
+            click.option(
+                "--until",
+                metavar="DATE",
+                callback=_when(end=True),
+                default=None,
+                help="Before this time; a date includes its whole day.",
+            ),
+            click.option("--account", default=None, help="Only letters of this account."),
+            click.option("--folder", default=None, help="Only letters of folders of this name."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @rules.command("replay")
 @CONFIG_OPTION
-@click.option(
-    "--since",
-    required=True,
-    metavar="DATE",
-    callback=_when(end=False),
-    help="From this date or time.",
-)
-@click.option(
-    "--until",
-    metavar="DATE",
-    callback=_when(end=True),
-    default=None,
-    help="Before this time; a date includes its whole day.",
-)
-@click.option("--account", default=None, help="Only letters of this account.")
-@click.option("--folder", default=None, help="Only letters of folders of this name.")
+@_stored_letters
 @click.option(
     "--limit", type=click.IntRange(min=1), default=None, help="At most this many letters."
 )
@@ -320,22 +331,7 @@ def rules_replay(
 
 @rules.command("apply")
 @CONFIG_OPTION
-@click.option(
-    "--since",
-    required=True,
-    metavar="DATE",
-    callback=_when(end=False),
-    help="From this date or time.",
-)
-@click.option(
-    "--until",
-    metavar="DATE",
-    callback=_when(end=True),
-    default=None,
-    help="Before this time; a date includes its whole day.",
-)
-@click.option("--account", default=None, help="Only letters of this account.")
-@click.option("--folder", default=None, help="Only letters of folders of this name.")
+@_stored_letters
 @click.option(
     "--rule",
     "names",
