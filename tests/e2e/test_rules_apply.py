@@ -19,7 +19,7 @@ from maild.runtime import Daemon
 from maild.settings import Config
 from maild.testing.dovecot import DovecotServer
 from maild.testing.samples import SALES, letter
-from tests.e2e.helpers import make_config, unique_folder
+from tests.e2e.helpers import make_config, unique_folder, write_config
 
 ALL = ReplayQuery(since=datetime(2000, 1, 1, tzinfo=UTC))
 
@@ -138,35 +138,12 @@ async def test_header_rule_reads_the_header_block_and_failed_letters_are_skipped
 
 def _toml(dovecot: DovecotServer, tmp_path: Path, db_url: str, inbox: str, target: str) -> Path:
     """Write the config file an admin would, the move rule included."""
-    secret = tmp_path / "sales.password"
-    secret.write_text(dovecot.users["sales"] + "\n", encoding="utf-8")
-    path = tmp_path / "maild.toml"
-    path.write_text(
-        f"""
-[database]
-url = "{db_url}"
-[daemon]
-health_listen = ""
-parse_workers = 1
-[[accounts]]
-name = "sales"
-address = "sales@corp.example"
-  [accounts.imap]
-  host = "127.0.0.1"
-  port = {dovecot.port}
-  security = "none"
-  username = "sales"
-  password_file = "{secret}"
-  [accounts.folders]
-  watch = ["{inbox}"]
-[[rules]]
+    rule = f"""[[rules]]
 name = "ivan"
 match = {{ address = "from", matches = "^ivan@" }}
 actions = [{{ move = "{target}" }}]
-""",
-        encoding="utf-8",
-    )
-    return path
+"""
+    return write_config(dovecot, tmp_path, db_url, inbox, more=rule)
 
 
 def test_cli_prints_the_summary_and_json(
