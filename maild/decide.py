@@ -145,17 +145,24 @@ class Decider:
             for hit in decision.hits
         ]
         await outbox.record_hits(session, hits)
-        effects, fused = await self._fuse(session, letter, _settle_moves(decision.effects))
+        rows, fused = await self.effect_rows(session, account_id, letter, decision)
         if decision.marks_deleted:
             await outbox.mark_deleted(session, letter.letter_id)
-        rows = [
-            row
-            for effect in effects
-            if (row := self._row(account_id, letter.letter_id, effect)) is not None
-        ]
         await outbox.add_effects(session, rows)
         self._log(letter, decision, len(rows), fused)
         return len(rows)
+
+    async def effect_rows(
+        self, session: AsyncSession, account_id: int, letter: StoredLetter, decision: Decision
+    ) -> tuple[list[outbox.NewEffect], int]:
+        """Give a decision's outbox rows under their unique keys, and how many forwards the fuse dropped."""
+        effects, fused = await self._fuse(session, letter, _settle_moves(decision.effects))
+        rows = [
+            row
+            for effect in effects
+            if (row := effect_row(account_id, letter.letter_id, effect)) is not None
+        ]
+        return rows, fused
 
     async def _fuse(
         self, session: AsyncSession, letter: StoredLetter, effects: Sequence[Effect]
@@ -185,28 +192,6 @@ class Decider:
                 limit_per_hour=self.forward_fuse_per_hour,
             )
         return kept, fused
-
-    def _row(self, account_id: int, letter_id: int, effect: Effect) -> outbox.NewEffect | None:
-        """Turn an effect into its outbox row; effects done in the database itself need none."""
-        # Effects done in the database itself (responsible, lead marks) need no row.
-        match effect:
-            case Forward(to=target):
-                pass
-            case Move(folder=target) | Copy(folder=target):
-                pass
-            case AddFlag(flag=target) | RemoveFlag(flag=target):
-                pass
-            case _:
-                return None
-        return outbox.NewEffect(
-            account_id=account_id,
-            letter_id=letter_id,
-            kind=effect.kind,
-            target=target,
-            payload=effect.as_dict(),
-            key=f"letter:{letter_id}:{effect.key()}",
-            seq=_ORDER[type(effect)],
-        )
 
     def _log_responsible(self, letter: StoredLetter, chosen: responsible.Responsible) -> None:
         """Say who became Responsible for the letter, or why nobody did."""
@@ -255,6 +240,29 @@ class Decider:
             queued=queued,
             fused=fused,
         )
+
+
+def effect_row(account_id: int, letter_id: int, effect: Effect) -> outbox.NewEffect | None:
+    """Turn an effect into its outbox row; effects done in the database itself need none."""
+    # Effects done in the database itself (responsible, lead marks) need no row.
+    match effect:
+        case Forward(to=target):
+            pass
+        case Move(folder=target) | Copy(folder=target):
+            pass
+        case AddFlag(flag=target) | RemoveFlag(flag=target):
+            pass
+        case _:
+            return None
+    return outbox.NewEffect(
+        account_id=account_id,
+        letter_id=letter_id,
+        kind=effect.kind,
+        target=target,
+        payload=effect.as_dict(),
+        key=f"letter:{letter_id}:{effect.key()}",
+        seq=_ORDER[type(effect)],
+    )
 
 
 def _settle_moves(effects: Sequence[Effect]) -> list[Effect]:

@@ -28,6 +28,7 @@ from maild.errors import ConfigError, MaildError
 from maild.health import HealthServer
 from maild.ingest.imap import ImapEndpoint
 from maild.ingest.poller import FolderPoller, PollOptions
+from maild.ingest.priority import Priority
 from maild.ingest.workers import ParserPool
 from maild.leads.book import LeadBook
 from maild.leads.policy import lead_policy
@@ -126,6 +127,7 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.autoreply: AutoreplyScheduler | None = None
         self._write_gate: asyncio.Lock | None = None  # SQLite: the folders' writes take turns
+        self._priority = Priority()  # shared by every folder: pushes go ahead of backlogs
 
     async def run(self, *, once: bool = False) -> RunResult:
         """Sync every enabled folder; with once, read each folder to its end and return."""
@@ -144,6 +146,10 @@ class Daemon:
             # a single pass (--once) reads every folder, relying on exactly-once storage alone.
             owner = None if once else new_owner_id()
             pollers = self._pollers(sessions, folder_ids, parser, owner=owner)
+            if (
+                not once and len(pollers) > 1
+            ):  # one folder's backlog must not hold up another's push
+                parser.start_push_worker()
             if not once:
                 self.autoreply = await self._start_autoreply(sessions)
             listen = self.config.health_listen()
@@ -330,6 +336,7 @@ class Daemon:
                     status=self.status,
                     metrics=self.metrics,
                     stop=self.stop if owner is None else asyncio.Event(),
+                    priority=self._priority,
                 )
         return pollers
 

@@ -87,8 +87,28 @@ async def add_effects(session: AsyncSession, effects: Sequence[NewEffect]) -> No
     """Queue effects; a key already queued is left as it is, so replays never double an effect."""
     if not effects:
         return
+    stmt = dialect_insert(session, OutboxItem).on_conflict_do_nothing(
+        index_elements=["idempotency_key"]
+    )
+    await session.execute(stmt, _effect_rows(effects))
+
+
+async def add_new_effects(session: AsyncSession, effects: Sequence[NewEffect]) -> set[str]:
+    """Queue effects as add_effects does; give the keys that were not queued before."""
+    if not effects:
+        return set()
+    stmt = (
+        dialect_insert(session, OutboxItem)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(OutboxItem.idempotency_key)
+    )
+    return {str(key) for key in (await session.execute(stmt, _effect_rows(effects))).scalars()}
+
+
+def _effect_rows(effects: Sequence[NewEffect]) -> list[dict[str, Any]]:
+    """Give the outbox rows of new effects: pending, due now."""
     now = utcnow()
-    rows = [
+    return [
         {
             "account_id": effect.account_id,
             "letter_id": effect.letter_id,
@@ -105,10 +125,6 @@ async def add_effects(session: AsyncSession, effects: Sequence[NewEffect]) -> No
         }
         for effect in effects
     ]
-    stmt = dialect_insert(session, OutboxItem).on_conflict_do_nothing(
-        index_elements=["idempotency_key"]
-    )
-    await session.execute(stmt, rows)
 
 
 async def mark_deleted(session: AsyncSession, letter_id: int) -> None:
@@ -435,6 +451,30 @@ async def revive(session: AsyncSession, item_ids: Sequence[int] | None) -> int:
         )
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def dead_since(session: AsyncSession, since: datetime) -> list[OutboxItem]:
+    """List the rows parked dead since a time, oldest first: what one command gave up on."""
+    found = await session.execute(
+        select(OutboxItem)
+        .where(OutboxItem.status == "dead", OutboxItem.updated_at >= since)
+        .order_by(OutboxItem.id)
+    )
+    return list(found.scalars())
+
+
+async def pending_of(session: AsyncSession, letter_ids: Sequence[int]) -> int:
+    """Count the rows of these letters still pending (a retry due later, or another's claim)."""
+    total = 0
+    ids = list(letter_ids)
+    for start in range(0, len(ids), 500):
+        found = await session.execute(
+            select(func.count()).where(
+                OutboxItem.status == "pending", OutboxItem.letter_id.in_(ids[start : start + 500])
+            )
+        )
+        total += int(found.scalar_one())
+    return total
 
 
 async def counts(session: AsyncSession) -> dict[str, int]:

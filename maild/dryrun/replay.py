@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from maild.core.decision import Decision
 from maild.core.letter import ParsedLetter
@@ -89,7 +89,7 @@ class ReplaySummary:
 
 
 @asynccontextmanager
-async def _database_errors() -> AsyncIterator[None]:
+async def database_errors() -> AsyncIterator[None]:
     """Turn a driver's or SQLAlchemy's error into a DatabaseError the CLI reports in one line."""
     try:
         yield
@@ -115,7 +115,7 @@ async def open_read_only(config: Config) -> AsyncEngine:
         raise SchemaOutOfDate(
             f"database file {missing} does not exist: run `maild db upgrade -c CONFIG`"
         )
-    async with _database_errors():
+    async with database_errors():
         engine = create_engine(url)
         try:
             await migrate.require_current(engine)
@@ -139,6 +139,18 @@ def pages(rows: Sequence[tuple[int, int]]) -> Iterator[list[int]]:
         yield page
 
 
+async def selected(session: AsyncSession, query: ReplayQuery) -> list[tuple[int, int]]:
+    """List (id, size) of the stored letters a query selects, oldest first, without their bytes."""
+    return await repo.letter_ids_received(
+        session,
+        since=query.since,
+        until=query.until,
+        account=query.account,
+        folder=query.folder,
+        limit=query.limit,
+    )
+
+
 async def replay(
     config: Config, query: ReplayQuery, emit: Callable[[Replayed], None]
 ) -> ReplaySummary:
@@ -149,17 +161,10 @@ async def replay(
     parser = ParserPool(config.daemon.parse_workers, timeout=config.daemon.parse_timeout_seconds)
     try:
         sessions = session_factory(engine)
-        async with _database_errors(), sessions() as session:
-            rows = await repo.letter_ids_received(
-                session,
-                since=query.since,
-                until=query.until,
-                account=query.account,
-                folder=query.folder,
-                limit=query.limit,
-            )
+        async with database_errors(), sessions() as session:
+            rows = await selected(session, query)
         for page in pages(rows):
-            async with _database_errors(), sessions() as session:
+            async with database_errors(), sessions() as session:
                 stored = await repo.stored_letters(session, page)
             futures = parser.submit_many([item.raw for item in stored])
             for item, parsed in zip(stored, futures, strict=True):

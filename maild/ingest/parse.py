@@ -7,6 +7,7 @@ import binascii
 import email.errors
 import email.feedparser
 import email.message
+import email.parser
 import email.policy
 import hashlib
 import re
@@ -223,11 +224,16 @@ def _date(value: Any) -> datetime | None:
 
 def _headers(mail: Any) -> dict[str, str]:
     """Keep the raw headers as flat strings for rule conditions; names lower-cased, repeats joined."""
-    values: dict[str, list[str]] = {}
-    sizes: dict[str, int] = {}
     message = mail.message
     if message is None:
         return {}
+    return _header_fields(message)
+
+
+def _header_fields(message: email.message.Message) -> dict[str, str]:
+    """Flatten a message's header fields as rule conditions read them, each value one clean line."""
+    values: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
     for name, value in message.items():
         key = _header_line(name).lower()
         if not key or sizes.get(key, 0) > _MAX_HEADER_TEXT:
@@ -239,6 +245,20 @@ def _headers(mail: Any) -> dict[str, str]:
         values.setdefault(key, []).append(text)
         sizes[key] = sizes.get(key, 0) + len(text) + 1
     return {key: "\n".join(texts) for key, texts in values.items()}
+
+
+def parse_header_block(raw: bytes) -> dict[str, str]:
+    """Read only a letter's header fields, as parse_letter keeps them, for rules on stored letters.
+
+    ``raw`` may be the letter's first bytes only: the body is not read. A header that cannot be
+    read at all gives no fields, as a letter without those headers would.
+    """
+    try:
+        bounded, _ = bounded_header(raw)
+        parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+        return _header_fields(parser.parsebytes(bounded))
+    except Exception:  # a hostile header must not stop the rules on the other letters
+        return {}
 
 
 def bounded_header(raw: bytes) -> tuple[bytes, str | None]:

@@ -14,6 +14,7 @@ from maild.core.letter import FetchedMessage, ParsedLetter
 from maild.core.status import StatusBoard
 from maild.errors import ImapAuthError, ImapError, LeaseLost, ParseError
 from maild.ingest.imap import ImapEndpoint, ImapSession, connect
+from maild.ingest.priority import PUSH_LETTERS, Priority
 from maild.ingest.workers import ParserPool
 from maild.logging import get_logger
 from maild.metrics import Metrics
@@ -113,6 +114,7 @@ class FolderPoller:
         status: StatusBoard,
         metrics: Metrics,
         stop: asyncio.Event,
+        priority: Priority | None = None,
     ) -> None:
         self.account = account
         self.folder = folder
@@ -124,8 +126,10 @@ class FolderPoller:
         self.metrics = metrics
         self.stop = stop
         self.log = log.bind(account=account, folder=folder)
+        self.priority = priority if priority is not None else Priority()
         self._failures = 0
         self._stored_through = 0
+        self._pushed = False  # the letters being taken in came by IDLE, few: a push
 
     async def run(self, *, once: bool = False) -> bool:
         """Sync until stopped (or, with once, until the folder is read); give True on success."""
@@ -185,11 +189,12 @@ class FolderPoller:
             self.status.connected(self.account, self.folder)
             self.metrics.connected.labels(self.account, self.folder).set(1)
             cursor: Cursor | None = None
+            pushed = False
             while not self.stop.is_set():
-                cursor = await self.sync(session, cursor)
+                cursor = await self.sync(session, cursor, pushed=pushed)
                 if once:
                     return
-                await self._wait_for_news(session)
+                pushed = await self._wait_for_news(session)
         finally:
             await session.close()
 
@@ -212,11 +217,11 @@ class FolderPoller:
             raise _Stopped
         return task.result()
 
-    async def _wait_for_news(self, session: ImapSession) -> None:
-        """IDLE when the server has it, else sleep the poll interval; stop interrupts both."""
+    async def _wait_for_news(self, session: ImapSession) -> bool:
+        """IDLE when the server has it, else sleep the poll interval; give True when IDLE heard news."""
         if not session.has_idle:
             await self._sleep(self.options.poll_interval)
-            return
+            return False
         idle = asyncio.ensure_future(session.idle_wait(self.options.idle_restart))
         stopped = asyncio.ensure_future(self.stop.wait())
         try:
@@ -224,16 +229,20 @@ class FolderPoller:
         finally:
             stopped.cancel()
         if idle.done():
-            idle.result()  # re-raises a connection error
-        else:
-            idle.cancel()
+            return idle.result()  # re-raises a connection error
+        idle.cancel()
+        return False
 
-    async def sync(self, session: ImapSession, known: Cursor | None = None) -> Cursor:
+    async def sync(
+        self, session: ImapSession, known: Cursor | None = None, *, pushed: bool = False
+    ) -> Cursor:
         """Bring the folder up to date: UIDVALIDITY check, then every UID after the cursor; give the cursor.
 
         ``known`` is the cursor this session's last pass left. While the folder stays selected
         for IDLE, neither SELECT nor the database is asked again: UIDs cannot change within one
         selection (RFC 3501, 2.3.1.1), and only this poller moves the folder's cursor.
+        ``pushed``: IDLE reported the news; a few new letters then go ahead of other folders'
+        backlogs (``Priority``).
         """
         if known is not None and session.has_idle and session.selected == self.folder:
             cursor = known
@@ -241,7 +250,15 @@ class FolderPoller:
             cursor = await self._open_folder(session)
         uids = await self._unless_stopped(session.uids_after(cursor.last_uid))
         if uids:
-            stored_through = await self._ingest(session, uids)
+            self._pushed = pushed and len(uids) <= PUSH_LETTERS
+            try:
+                if self._pushed:
+                    with self.priority.push():
+                        stored_through = await self._ingest(session, uids)
+                else:
+                    stored_through = await self._ingest(session, uids)
+            finally:
+                self._pushed = False
             cursor = Cursor(cursor.uidvalidity, max(cursor.last_uid, stored_through))
         if not self.stop.is_set():
             await self.sink.synced()
@@ -323,12 +340,16 @@ class FolderPoller:
                 if self.stop.is_set():
                     break
                 expected = 0 if headers_only else sum(sizes[uid] for uid in chunk)
+                if not self._pushed:
+                    await self.priority.give_way()
                 await flight.take(expected)
                 messages = await self._unless_stopped(
                     session.fetch(chunk, headers_only=headers_only)
                 )
                 flight.give(expected - sum(len(m.raw) for m in messages))
-                futures = self.parser.submit_many([m.raw for m in messages], lane=self)
+                futures = self.parser.submit_many(
+                    [m.raw for m in messages], lane=self, express=self._pushed
+                )
                 await queue.put(list(zip(messages, futures, strict=True)))
         except asyncio.CancelledError:
             raise  # the consumer is gone: nobody waits for the end marker
@@ -359,6 +380,8 @@ class FolderPoller:
                     and batch[position + len(group)][1].done()
                 ):
                     group.append(batch[position + len(group)])
+                if not self._pushed:
+                    await self.priority.give_way()
                 await self._store_group(group)
                 flight.give(sum(len(message.raw) for message, _ in group))
                 position += len(group)

@@ -9,9 +9,10 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from types import FrameType
 from typing import IO
@@ -30,7 +31,12 @@ _sink: IO[str] | None = None
 
 
 def _start_worker() -> None:
-    """Silence mail-parser in a worker (defects are recorded on the letter) and tie it to maild."""
+    """Silence mail-parser in a worker (defects are recorded on the letter) and tie it to maild.
+
+    Ctrl-C in a terminal interrupts the whole process group: the daemon then finishes the
+    letters in flight, which needs its parsers, so they ignore SIGINT (they end with maild).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("mailparser").setLevel(logging.CRITICAL)
     unmap_big_blocks()  # a big letter's parse is given back, not kept by an idle worker
     parent = multiprocessing.parent_process()
@@ -60,35 +66,76 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
     raise _Overtime
 
 
+def _warm() -> None:
+    """Do nothing: submitted once to start a worker (and its imports) before it is needed."""
+
+
 def parse_group(raws: list[bytes], timeout: float) -> list[HashedLetter | str]:
     """Parse and hash letters in a worker, each within ``timeout`` seconds; a failure becomes its reason."""
-    return [_guarded(parse_and_hash, raw, timeout) for raw in raws]
+    return _guarded_all(parse_and_hash, raws, timeout)
 
 
 def _guarded(
     parse: Callable[[bytes], HashedLetter], raw: bytes, timeout: float
 ) -> HashedLetter | str:
-    """Run one parse under an alarm (Python code) and a hard deadline that ends the process (C code)."""
+    """Run one parse under the alarm and the hard deadline of ``_guarded_all``."""
+    return _guarded_all(parse, [raw], timeout)[0]
+
+
+def _guarded_all(
+    parse: Callable[[bytes], HashedLetter], raws: list[bytes], timeout: float
+) -> list[HashedLetter | str]:
+    """Run parses under an alarm each (Python code) and a hard deadline that ends the process (C code).
+
+    The hard deadline (faulthandler's watchdog thread) is armed for ``timeout + HARD_GRACE``
+    and re-armed before a letter only when half the grace has passed since it was last armed:
+    arming it is a thread start and stop, which cost a fifth of a small letter's parse. So a
+    parse deaf to the alarm ends its process between half the grace and the whole grace after
+    its timeout.
+    """
     if threading.current_thread() is not threading.main_thread():
-        try:  # signals reach the main thread only: parse without a limit
-            return parse(raw)
-        except ParseError as exc:
-            return str(exc)
+        return [_reason_or(parse, raw) for raw in raws]  # signals reach the main thread only
     previous = signal.signal(signal.SIGALRM, _on_alarm)
+    armed_at: float | None = None
+    try:
+        results: list[HashedLetter | str] = []
+        for raw in raws:
+            now = time.monotonic()
+            if armed_at is None or now - armed_at > HARD_GRACE / 2:
+                faulthandler.dump_traceback_later(
+                    timeout + HARD_GRACE, exit=True, file=_dump_sink()
+                )
+                armed_at = now
+            results.append(_alarmed(parse, raw, timeout))
+        return results
+    finally:
+        if armed_at is not None:
+            faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _alarmed(
+    parse: Callable[[bytes], HashedLetter], raw: bytes, timeout: float
+) -> HashedLetter | str:
+    """Run one parse with the alarm set to its timeout; give the letter or why it failed."""
     try:
         try:
-            faulthandler.dump_traceback_later(timeout + HARD_GRACE, exit=True, file=_dump_sink())
             signal.setitimer(signal.ITIMER_REAL, timeout)
             return parse(raw)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            faulthandler.cancel_dump_traceback_later()
     except _Overtime:
         return f"parsing took longer than {timeout:g} s (daemon.parse_timeout_seconds)"
     except ParseError as exc:
         return str(exc)
-    finally:
-        signal.signal(signal.SIGALRM, previous)
+
+
+def _reason_or(parse: Callable[[bytes], HashedLetter], raw: bytes) -> HashedLetter | str:
+    """Parse without a time limit; give the letter or why it failed."""
+    try:
+        return parse(raw)
+    except ParseError as exc:
+        return str(exc)
 
 
 GROUP_LETTERS = 8
@@ -137,12 +184,16 @@ class ParserPool:
     """Parse letters in worker processes; a dead worker costs one letter's parse, never the daemon.
 
     Each letter gets ``timeout`` seconds: past them it fails with the reason, and a worker that
-    does not answer the alarm (stuck in C code) ends itself ``HARD_GRACE`` seconds later.
+    does not answer the alarm (stuck in C code) ends itself at most ``HARD_GRACE`` seconds later.
 
     Groups wait here, one queue per lane (a folder), and at most IN_FLIGHT groups per worker
     are handed to the workers at a time (one parsing, one ready); the next one comes from the
     lane with the fewest groups waiting. So a folder's new letter is parsed as soon as a worker is free, instead of
     behind every queued letter of another folder's backlog.
+
+    A push (``express``: a few letters heard in IDLE) does not wait even for that: when every
+    worker is busy, it goes to one more worker kept for pushes, if ``start_push_worker`` was
+    called (a daemon watching several folders, where one's backlog can hold up another's push).
     """
 
     def __init__(self, workers: int = 0, *, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -153,39 +204,77 @@ class ParserPool:
         self._tasks: set[asyncio.Future[None]] = set()
         self._lanes: dict[Hashable, deque[_Group]] = {}
         self._queued = 0  # groups ever queued: the order that breaks ties between lanes
+        self._express: ProcessPoolExecutor | None = None
+        self._express_tasks: set[asyncio.Future[None]] = set()
+        self._push_worker = False
+        self._warmed: Future[None] = Future()
 
     def _pool(self) -> ProcessPoolExecutor:
         """Start the workers on first use; spawn, because forking a process with threads is unsafe."""
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-            )
+            self._executor = _executor(self.workers)
         return self._executor
+
+    def start_push_worker(self) -> Future[None]:
+        """Start the worker kept for pushes now, imports and all; the future tells when it is up."""
+        self._push_worker = True
+        self._express_pool()
+        return self._warmed
+
+    def _express_pool(self) -> ProcessPoolExecutor:
+        """Give the worker kept for pushes, starting it (and its imports) if it is not running."""
+        if self._express is None:
+            self._express = _executor(1)
+            self._warmed = self._express.submit(_warm)
+        return self._express
+
+    def _busy(self) -> bool:
+        """Tell whether every worker has its groups in hand."""
+        return len(self._tasks) >= IN_FLIGHT * self.workers
 
     def submit(self, raw: bytes) -> asyncio.Future[ParsedLetter]:
         """Start parsing one letter now and give a future."""
         return self.submit_many([raw])[0]
 
     def submit_many(
-        self, raws: Sequence[bytes], *, lane: Hashable | None = None
+        self, raws: Sequence[bytes], *, lane: Hashable | None = None, express: bool = False
     ) -> list[asyncio.Future[ParsedLetter]]:
         """Queue letters for parsing, a few per worker call, and give one future per letter in order.
 
         Letters of one ``lane`` are parsed in the order given; without a lane the call is a
-        lane of its own.
+        lane of its own. ``express`` letters (one group at most) skip the queue when every
+        worker is busy and the push worker is free.
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[ParsedLetter]] = [loop.create_future() for _ in raws]
         if not raws:
             return futures  # an empty lane would have no oldest group to rank it by
+        if (
+            express
+            and self._push_worker
+            and self._busy()
+            and not self._express_tasks
+            and len(_groups(raws)) == 1
+        ):
+            self._start_express(loop, list(raws), futures)
+            return futures
         queue = self._lanes.setdefault(object() if lane is None else lane, deque())
         for start, end in _groups(raws):
             self._queued += 1
             queue.append(_Group(list(raws[start:end]), futures[start:end], self._queued))
         self._dispatch(loop)
         return futures
+
+    def _start_express(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        raws: list[bytes],
+        futures: list[asyncio.Future[ParsedLetter]],
+    ) -> None:
+        """Parse a push on the worker kept for pushes."""
+        task = asyncio.ensure_future(self._run_group(loop, raws, futures, express=True))
+        self._express_tasks.add(task)
+        task.add_done_callback(self._express_tasks.discard)
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Hand groups to idle workers, taking each from the lane with the fewest waiting."""
@@ -219,14 +308,19 @@ class ParserPool:
         loop: asyncio.AbstractEventLoop,
         raws: list[bytes],
         futures: list[asyncio.Future[ParsedLetter]],
+        *,
+        express: bool = False,
     ) -> None:
         """Parse a group in one worker call and settle each letter's future."""
-        executor = self._pool()
+        executor = self._express_pool() if express else self._pool()
         try:
             results = await loop.run_in_executor(executor, parse_group, raws, self.timeout)
         except BrokenProcessPool:
             if self._executor is executor:  # not a pool another group already replaced
                 self._reset()
+            elif self._express is executor:  # the next push starts a fresh one
+                self._express = None
+                executor.shutdown(wait=False, cancel_futures=True)
             await self._settle_isolated(loop, raws, futures)
             return
         except BaseException:
@@ -263,11 +357,7 @@ class ParserPool:
 
     async def _parse_isolated(self, loop: asyncio.AbstractEventLoop, raw: bytes) -> ParsedLetter:
         """Parse in a process of its own, so a letter that kills its parser is pinned down exactly."""
-        executor = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-        )
+        executor = _executor(1)
         try:
             [result] = await loop.run_in_executor(executor, parse_group, [raw], self.timeout)
         except BrokenProcessPool as exc:
@@ -298,6 +388,16 @@ class ParserPool:
             for group in queue:
                 for future in group.futures:
                     future.cancel()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        for executor in (self._executor, self._express):
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = self._express = None
+
+
+def _executor(workers: int) -> ProcessPoolExecutor:
+    """Make a pool of parser processes; spawned, because forking a process with threads is unsafe."""
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+    )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import hashlib
 import re
 import secrets
 from collections.abc import Sequence
@@ -106,15 +107,34 @@ class Outgoing:
 
 
 def forward(
-    mode: ForwardMode, raw: bytes, *, account: Identity, to: str, now: datetime | None = None
+    mode: ForwardMode,
+    raw: bytes,
+    *,
+    account: Identity,
+    to: str,
+    now: datetime | None = None,
+    message_id: str | None = None,
 ) -> Outgoing:
-    """Compose a forward of ``raw`` to ``to`` in the given mode."""
-    composers = {"attach": forward_attach, "resend": forward_resend, "redirect": forward_redirect}
-    return composers[mode](raw, account=account, to=to, now=now)
+    """Compose a forward of ``raw`` to ``to`` in the given mode.
+
+    ``message_id`` names the new letter (attach) or the resending (redirect); resend keeps
+    the original's. Given the same on every attempt, a letter sent twice (a crash between
+    the relay's yes and the outbox row's update) reaches its recipient as one letter twice.
+    """
+    if mode == "attach":
+        return forward_attach(raw, account=account, to=to, now=now, message_id=message_id)
+    if mode == "redirect":
+        return forward_redirect(raw, account=account, to=to, now=now, message_id=message_id)
+    return forward_resend(raw, account=account, to=to, now=now)
 
 
 def forward_attach(
-    raw: bytes, *, account: Identity, to: str, now: datetime | None = None
+    raw: bytes,
+    *,
+    account: Identity,
+    to: str,
+    now: datetime | None = None,
+    message_id: str | None = None,
 ) -> Outgoing:
     """Compose a new letter from the account with the original attached unchanged."""
     letter = split_letter(raw)
@@ -125,7 +145,7 @@ def forward_attach(
         ("To", Address(addr_spec=_checked(to))),
         ("Subject", _fwd_subject(_first(letter, "Subject"))),
         ("Date", _now(now)),
-        ("Message-ID", _message_id(account)),
+        ("Message-ID", message_id or _message_id(account)),
         ("MIME-Version", "1.0"),
         ("Content-Type", f'multipart/mixed; boundary="{boundary}"'),
     ]
@@ -192,7 +212,12 @@ def forward_resend(
 
 
 def forward_redirect(
-    raw: bytes, *, account: Identity, to: str, now: datetime | None = None
+    raw: bytes,
+    *,
+    account: Identity,
+    to: str,
+    now: datetime | None = None,
+    message_id: str | None = None,
 ) -> Outgoing:
     """Give the original bytes with a Resent- block and the loop marker prepended."""
     linesep = split_letter(raw).linesep
@@ -200,7 +225,7 @@ def forward_redirect(
         ("Resent-Date", _now(now)),
         ("Resent-From", account.mailbox()),
         ("Resent-To", Address(addr_spec=_checked(to))),
-        ("Resent-Message-ID", _message_id(account)),
+        ("Resent-Message-ID", message_id or _message_id(account)),
         (LOOP_HEADER, account.address),
     ]
     return Outgoing(_header_block(headers, linesep) + raw, account.address, (_checked(to),))
@@ -281,10 +306,21 @@ def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
 
 
+def forward_message_id(row: str, account: Identity) -> str:
+    """Name a forward after its outbox row, so every attempt at it carries the same Message-ID."""
+    digest = hashlib.sha256(row.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"<{digest}.forward@{_id_domain(account)}>"
+
+
+def _id_domain(account: Identity) -> str:
+    """Give the domain of the account's Message-IDs: its address's, if ASCII."""
+    domain = account.address.rsplit("@", 1)[-1]
+    return domain if domain.isascii() else "maild.invalid"
+
+
 def _message_id(account: Identity) -> str:
     """Make a new Message-ID in the account's domain."""
-    domain = account.address.rsplit("@", 1)[-1]
-    return email.utils.make_msgid(domain=domain if domain.isascii() else "maild.invalid")
+    return email.utils.make_msgid(domain=_id_domain(account))
 
 
 def safe_boundary(raw: bytes) -> str:

@@ -39,7 +39,7 @@ from maild.logging import get_logger
 from maild.metrics import Metrics
 from maild.outbox import batch
 from maild.outbox.chunks import Recorder
-from maild.outbox.compose import Identity
+from maild.outbox.compose import Identity, forward_message_id
 from maild.outbox.compose import forward as compose_forward
 from maild.outbox.crm import Message, draft_for
 from maild.outbox.letter import Composed, Draft, FileAttachment, part_named
@@ -430,13 +430,16 @@ class Dispatcher:
         mode = item.payload.get("mode", "attach")
         if mode not in FORWARD_MODES:
             raise Unperformable(f"unknown forward mode {mode!r}")
+        identity = Identity(account.address, account.display_name or account.name)
+        row = f"{item.id}:{item.letter_id}:{item.target}:{mode}:{item.message_id}"
         # in a thread: a letter of 100,000 header fields takes a second to split, off the loop
         outgoing = await asyncio.to_thread(
             compose_forward,
             mode,
             raw,
-            account=Identity(account.address, account.display_name or account.name),
+            account=identity,
             to=item.target,
+            message_id=forward_message_id(row, identity),
         )
         await self._smtp().send(
             outgoing.raw, sender=outgoing.sender, recipients=outgoing.recipients

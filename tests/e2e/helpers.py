@@ -145,3 +145,37 @@ async def folder_synced(daemon: Daemon, account: str, folder: str) -> bool:
     """Tell whether the daemon has finished a pass over a folder."""
     state = daemon.status.folders.get((account, folder))
     return state is not None and state.last_sync is not None
+
+
+def write_config(
+    server: DovecotServer, tmp_path: Path, db_url: str, folder: str, *, more: str = ""
+) -> Path:
+    """Write a TOML config file the way an admin would, with the password in a file.
+
+    ``more`` is TOML appended as it is (rules, say).
+    """
+    secret = tmp_path / "sales.password"
+    secret.write_text(f"  {server.users['sales']}  \n", encoding="utf-8")
+    path = tmp_path / "maild.toml"
+    path.write_text(
+        f"""
+[database]
+url = "{db_url}"
+[daemon]
+health_listen = ""
+parse_workers = 1
+[[accounts]]
+name = "sales"
+address = "sales@corp.example"
+  [accounts.imap]
+  host = "127.0.0.1"
+  port = {server.port}
+  security = "none"
+  username = "sales"
+  password_file = "{secret}"
+  [accounts.folders]
+  watch = ["{folder}"]
+{more}""",
+        encoding="utf-8",
+    )
+    return path

@@ -21,6 +21,7 @@ from tests.e2e.helpers import (
     numbered,
     unique_folder,
     wait_until,
+    write_config,
 )
 
 
@@ -69,35 +70,6 @@ async def test_thousands_of_letters_in_one_folder(
     rows = await letter_rows(db_url, folder)
     assert len(rows) == total
     assert [r[2] for r in rows] == sorted(dovecot.uids("sales", folder))
-
-
-def write_config(server: DovecotServer, tmp_path: Path, db_url: str, folder: str) -> Path:
-    """Write a TOML config file the way an admin would, with the password in a file."""
-    secret = tmp_path / "sales.password"
-    secret.write_text(f"  {server.users['sales']}  \n", encoding="utf-8")
-    path = tmp_path / "maild.toml"
-    path.write_text(
-        f"""
-[database]
-url = "{db_url}"
-[daemon]
-health_listen = ""
-parse_workers = 1
-[[accounts]]
-name = "sales"
-address = "sales@corp.example"
-  [accounts.imap]
-  host = "127.0.0.1"
-  port = {server.port}
-  security = "none"
-  username = "sales"
-  password_file = "{secret}"
-  [accounts.folders]
-  watch = ["{folder}"]
-""",
-        encoding="utf-8",
-    )
-    return path
 
 
 def maild(*args: str) -> subprocess.CompletedProcess[str]:

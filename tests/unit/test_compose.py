@@ -19,6 +19,7 @@ from maild.outbox.compose import (
     Outgoing,
     forward,
     forward_attach,
+    forward_message_id,
     forward_redirect,
     forward_resend,
 )
@@ -271,6 +272,26 @@ def test_forward_dispatches_on_mode() -> None:
     assert forward("redirect", ORIGINAL, account=ACCOUNT, to=TO).raw.endswith(ORIGINAL)
     assert b"multipart/mixed" in forward("attach", ORIGINAL, account=ACCOUNT, to=TO).raw
     assert b"X-Original-From" in forward("resend", ORIGINAL, account=ACCOUNT, to=TO).raw
+
+
+def test_every_attempt_at_a_forward_carries_the_same_message_id() -> None:
+    """A forward sent twice (a crash before its row was marked) reaches its recipient as one letter."""
+    first = forward_message_id("7:41:boss@corp.example:attach:<original-1@client.example>", ACCOUNT)
+    again = forward_message_id("7:41:boss@corp.example:attach:<original-1@client.example>", ACCOUNT)
+    other = forward_message_id("8:41:boss@corp.example:attach:<original-1@client.example>", ACCOUNT)
+    assert first == again != other
+    assert first.startswith("<") and first.endswith(".forward@corp.example>")
+    headers = {
+        mode: BytesParser(policy=email.policy.compat32).parsebytes(
+            forward(mode, ORIGINAL, account=ACCOUNT, to=TO, message_id=first).raw
+        )
+        for mode in ("attach", "redirect", "resend")
+    }
+    assert headers["attach"]["Message-ID"] == first
+    assert headers["redirect"]["Resent-Message-ID"] == first
+    assert headers["resend"]["Message-ID"] == "<original-1@client.example>"
+    unnamed = forward("attach", ORIGINAL, account=ACCOUNT, to=TO).raw
+    assert first.encode() not in unnamed
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 from maild.ingest.workers import GROUP_LETTERS, IN_FLIGHT, ParserPool
 from maild.testing.samples import letter
@@ -77,5 +79,53 @@ async def test_an_empty_submission_leaves_no_lane_behind() -> None:
     try:
         assert pool.submit_many([], lane="empty") == []
         assert (await pool.submit_many([raw(5)], lane="other")[0]).subject == "s5"
+    finally:
+        pool.close()
+
+
+async def test_a_push_goes_to_the_push_worker_when_every_worker_is_busy() -> None:
+    """With the push worker started, a pushed letter does not wait for the groups in hand."""
+    pool = ParserPool(1)
+    finished: list[str] = []
+    try:
+        await asyncio.wrap_future(pool.start_push_worker())  # as a daemon starts it, up front
+        backlog = pool.submit_many([raw(n) for n in range(GROUP_LETTERS * 6)], lane="backlog")
+        for n, future in enumerate(backlog):
+            future.add_done_callback(lambda _, n=n: finished.append(f"backlog{n}"))
+        [pushed] = pool.submit_many([raw(999)], lane="push", express=True)
+        pushed.add_done_callback(lambda _: finished.append("push"))
+        assert (await pushed).subject == "s999"
+        parsed = await asyncio.gather(*backlog)
+    finally:
+        pool.close()
+    assert [p.subject for p in parsed] == [f"s{n}" for n in range(GROUP_LETTERS * 6)]
+    # the regular worker had two groups in hand; the push did not wait for both of them
+    assert finished.index("push") < GROUP_LETTERS * IN_FLIGHT
+
+
+async def test_a_push_without_a_push_worker_takes_the_lanes() -> None:
+    """Without the push worker (a single folder), ``express`` letters queue like any other lane."""
+    pool = ParserPool(1)
+    try:
+        backlog = pool.submit_many([raw(n) for n in range(GROUP_LETTERS * 3)], lane="backlog")
+        [pushed] = pool.submit_many([raw(999)], lane="push", express=True)
+        assert (await pushed).subject == "s999"
+        await asyncio.gather(*backlog)
+    finally:
+        pool.close()
+    assert pool._express is None
+
+
+async def test_workers_keep_parsing_through_a_terminals_ctrl_c() -> None:
+    """SIGINT reaches the parsers too when a terminal's Ctrl-C hits maild's process group."""
+    pool = ParserPool(1)
+    try:
+        assert (await pool.parse(raw(1))).subject == "s1"
+        executor = pool._executor
+        assert executor is not None
+        for pid in list(executor._processes):
+            os.kill(pid, signal.SIGINT)
+        assert (await pool.parse(raw(2))).subject == "s2"
+        assert set(executor._processes) and pool._executor is executor
     finally:
         pool.close()

@@ -54,7 +54,7 @@ class _Parser:
     """Parse nothing, at once."""
 
     def submit_many(
-        self, raws: Sequence[bytes], *, lane: object = None
+        self, raws: Sequence[bytes], *, lane: object = None, express: bool = False
     ) -> list[asyncio.Future[ParsedLetter]]:
         futures = []
         for _ in raws:
