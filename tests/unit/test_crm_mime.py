@@ -143,7 +143,7 @@ def random_draft(rng: random.Random) -> Draft:
     names = [*FILENAMES, "".join(rng.choice(simple) for _ in range(rng.randint(1, 90)))]
     files = [
         FileAttachment(
-            rng.choice(names) or f"file-{n}.bin",
+            rng.choice(names),
             rng.choice(TYPES),
             rng.randbytes(rng.choice([0, 1, 56, 57, 58, 1000, 30_000])),
         )
