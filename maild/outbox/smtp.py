@@ -1,7 +1,9 @@
 """The only aiosmtplib importer: hand composed letters to the relay, TLS and errors done right.
 
 One :class:`SmtpSender` keeps one connection to the relay and reuses it; a connection that
-dropped is noticed (a NOOP before reuse) and replaced. TLS is implicit (``tls``) or required
+dropped is noticed (a NOOP before reuse, or, within ``FRESH_SECONDS`` of its last letter,
+at MAIL before anything of the letter went) and replaced. DATA goes in one pass over the
+letter (:func:`wire_data`). TLS is implicit (``tls``) or required
 through STARTTLS (``starttls``): a relay that does not offer STARTTLS gets nothing, never a
 plaintext letter or password. Certificates and host names are verified unless the config
 says ``tls_verify = false`` (logged as a warning at start). Every
