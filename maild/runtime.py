@@ -208,6 +208,7 @@ class Daemon:
             self.config,
             endpoint_for=lambda account: endpoint_for(account, timeout),
             metrics=self.metrics,
+            status=self.status,
         )
 
     async def _run_all(

@@ -85,6 +85,7 @@ class StatusBoard:
     autoreply: dict[str, AutoreplyStatus] = field(default_factory=dict)
     owner: str | None = None  # this process's lease owner id, when folders are shared
     processes: int = 0  # processes sharing the folders, as last counted
+    outbox: dict[str, int] | None = None  # outbox rows by status, as last counted
 
     def folder(self, account: str, folder: str) -> FolderState:
         """Give the state of one folder, creating it on first use."""
@@ -139,6 +140,8 @@ class StatusBoard:
         report: dict[str, object] = {"ok": self.healthy(), "accounts": accounts}
         if self.owner is not None:
             report["leases"] = self._leases()
+        if self.outbox is not None:
+            report["outbox"] = {"pending": 0, "dead": 0, **self.outbox}
         if self.autoreply:
             report["autoreply"] = {
                 name: status.as_dict() for name, status in sorted(self.autoreply.items())

@@ -23,6 +23,7 @@ from maild.autoreply.compose import compose_reply
 from maild.core.addresses import address_problem
 from maild.core.decision import FORWARD_MODES
 from maild.core.letter import ParsedLetter
+from maild.core.status import StatusBoard
 from maild.db import autoreply as autoreply_db
 from maild.db import outbox, repo, sending
 from maild.db.tables import utcnow
@@ -175,6 +176,7 @@ class Dispatcher:
         endpoint_for: EndpointFor,
         connect_imap: Connect = connect,
         metrics: Metrics | None = None,
+        status: StatusBoard | None = None,
     ) -> None:
         self.sessions = sessions
         self.config = config
@@ -188,6 +190,7 @@ class Dispatcher:
         self._more_senders: list[SmtpSender] = []
         self._wake = asyncio.Event()
         self._metrics = metrics
+        self._status = status  # /healthz shows the outbox's rows by status
 
     def wake(self) -> None:
         """Say new rows were queued, so the dispatcher looks now instead of at its next tick."""
@@ -264,9 +267,12 @@ class Dispatcher:
                 await self.run_once()
                 async with self.sessions() as session:
                     due = await outbox.next_due_at(session)
+                    counts = await outbox.counts(session)
                     if self._metrics is not None:
-                        for status, count in (await outbox.counts(session)).items():
+                        for status, count in counts.items():
                             self._metrics.outbox_rows.labels(status).set(count)
+                    if self._status is not None:
+                        self._status.outbox = counts
             except Exception as exc:  # the database may be away for a moment: try again later
                 log.warning("dispatcher_error", error=f"{type(exc).__name__}: {exc}")
                 due = None

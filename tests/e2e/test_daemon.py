@@ -7,6 +7,7 @@ import json
 import random
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,15 @@ async def test_uidvalidity_reset_loses_and_doubles_nothing(
     assert sorted(r[2] for r in rows) == sorted(dovecot.uids("sales", folder))
 
 
+def _outbox_counted(daemon: Daemon) -> Callable[[], Awaitable[bool]]:
+    """Tell when the dispatcher has counted the outbox's rows for /healthz."""
+
+    async def counted() -> bool:
+        return daemon.status.outbox is not None
+
+    return counted
+
+
 async def test_wrong_password_is_reported_while_others_work(
     dovecot: DovecotServer, tmp_path: Path, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -153,6 +163,7 @@ async def test_wrong_password_is_reported_while_others_work(
         await wait_until(
             lambda: folder_has_error(daemon, "support", "INBOX"), what="the bad account's error"
         )
+        await wait_until(_outbox_counted(daemon), what="the outbox counted")
         assert daemon.health is not None
         code, report = await asyncio.to_thread(_get_json, daemon.health.port, "/healthz")
         assert code == 503
@@ -160,6 +171,7 @@ async def test_wrong_password_is_reported_while_others_work(
         support = report["accounts"]["support"]
         assert support["ok"] is False
         assert "login refused" in support["folders"]["INBOX"]["last_error"]
+        assert report["outbox"] == {"pending": 0, "dead": 0}
         metrics = await asyncio.to_thread(_get_text, daemon.health.port, "/metrics")
         assert 'maild_letters_ingested_total{account="sales"' in metrics
     finally:

@@ -44,6 +44,15 @@ def test_without_leases_the_report_is_as_before() -> None:
     assert report["accounts"]["sales"]["folders"]["INBOX"]["lease"] is None  # type: ignore[index]
 
 
+def test_outbox_rows_show_by_status() -> None:
+    """Once the dispatcher has counted them, /healthz shows the outbox rows by status."""
+    board = StatusBoard()
+    assert "outbox" not in board.as_dict()
+    board.outbox = {"done": 7, "dead": 2}
+    assert board.as_dict()["outbox"] == {"pending": 0, "dead": 2, "done": 7}
+    assert board.as_dict()["ok"] is True  # a dead row needs an admin, not a restart
+
+
 def _config(**daemon: object) -> Config:
     return Config.model_validate({"daemon": daemon})
 
