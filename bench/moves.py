@@ -216,18 +216,9 @@ def apply_round(
     tag: str,
 ) -> dict[str, Any]:
     """Ingest a fresh copy with first_sync = "record", then time `maild rules apply` on it."""
-    source, target = f"Rules{tag}", f"Moved{tag}"
-    for folder in (source, target):
-        server.create_folder(ACCOUNT, folder)
-    server.append_many(ACCOUNT, source, read_spool(spool))
+    source, target = _fresh_folders(server, spool, f"Rules{tag}", f"Moved{tag}")
     with database(kind, workdir, args.postgres_url) as url:
-        config = maild_config(
-            url,
-            [account_entry(server, ACCOUNT, [source], workdir)],
-            daemon={"first_sync": "record"},
-            outbox={"once_drain_seconds": 3600},
-            rules=_rule(target),
-        )
+        config = _config(url, server, source, target, workdir, first_sync="record")
         spec = {"label": kind, "config": config, "log_level": args.log_level}
         ingest = run_phases(launcher, SCRIPT, "ingest", [spec], workdir)[0]
         if ingest["moves"] or ingest["letters"] != args.letters or not ingest["ok"]:
@@ -260,6 +251,27 @@ def apply_round(
     return {"ingest": ingest, **mine}
 
 
+def _fresh_folders(server: Any, spool: Path, source: str, target: str) -> tuple[str, str]:
+    """Make the round's source (holding the spooled letters) and target folders."""
+    for folder in (source, target):
+        server.create_folder(ACCOUNT, folder)
+    server.append_many(ACCOUNT, source, read_spool(spool))
+    return source, target
+
+
+def _config(
+    url: str, server: Any, source: str, target: str, workdir: Path, *, first_sync: str
+) -> dict[str, Any]:
+    """maild's config for a round: the source folder watched, the move rule to the target."""
+    return maild_config(
+        url,
+        [account_entry(server, ACCOUNT, [source], workdir)],
+        daemon={"first_sync": first_sync},
+        outbox={"once_drain_seconds": 3600},
+        rules=_rule(target),
+    )
+
+
 def process_round(
     launcher: Launcher,
     server: Any,
@@ -271,18 +283,9 @@ def process_round(
     tag: str,
 ) -> dict[str, Any]:
     """The rule applied as letters are ingested: `maild run --once` with first_sync = "process"."""
-    source, target = f"ProcRules{tag}", f"ProcMoved{tag}"
-    for folder in (source, target):
-        server.create_folder(ACCOUNT, folder)
-    server.append_many(ACCOUNT, source, read_spool(spool))
+    source, target = _fresh_folders(server, spool, f"ProcRules{tag}", f"ProcMoved{tag}")
     with database(kind, workdir, args.postgres_url) as url:
-        config = maild_config(
-            url,
-            [account_entry(server, ACCOUNT, [source], workdir)],
-            daemon={"first_sync": "process"},
-            outbox={"once_drain_seconds": 3600},
-            rules=_rule(target),
-        )
+        config = _config(url, server, source, target, workdir, first_sync="process")
         spec = {"label": kind, "config": config, "log_level": args.log_level}
         mine = run_phases(launcher, SCRIPT, "ingest", [spec], workdir)[0]
     moved = len(server.uids(ACCOUNT, target))

@@ -278,6 +278,20 @@ def _stored_letters(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def _check_selection(
+    config: Config, account: str | None, folder: str | None, since: datetime, until: datetime | None
+) -> None:
+    """Refuse an unknown account or folder, or an empty time range, as a usage error."""
+    from maild.dryrun.trial import UnknownPlace, check_filter
+
+    try:
+        check_filter(config, account, folder)
+    except UnknownPlace as exc:
+        _usage(str(exc))
+    if until is not None and until <= since:
+        _usage("--until must be later than --since")
+
+
 @rules.command("replay")
 @CONFIG_OPTION
 @_stored_letters
@@ -302,15 +316,9 @@ def rules_replay(
     """
     from maild.dryrun import report
     from maild.dryrun.replay import Replayed, ReplayQuery, replay
-    from maild.dryrun.trial import UnknownPlace, check_filter
 
     config = _load(config_path, check_secrets=False)
-    try:
-        check_filter(config, account, folder)
-    except UnknownPlace as exc:
-        _usage(str(exc))
-    if until is not None and until <= since:
-        _usage("--until must be later than --since")
+    _check_selection(config, account, folder, since, until)
 
     def emit(item: Replayed) -> None:
         click.echo(
@@ -361,15 +369,9 @@ def rules_apply(
     from maild.apply.run import UnknownRule, apply_rules
     from maild.dryrun.replay import ReplayQuery
     from maild.dryrun.report import to_json
-    from maild.dryrun.trial import UnknownPlace, check_filter
 
     config = _load(config_path)
-    try:
-        check_filter(config, account, folder)
-    except UnknownPlace as exc:
-        _usage(str(exc))
-    if until is not None and until <= since:
-        _usage("--until must be later than --since")
+    _check_selection(config, account, folder, since, until)
     query = ReplayQuery(since=since, until=until, account=account, folder=folder)
     try:
         done = asyncio.run(apply_rules(config, query, rules=names))
