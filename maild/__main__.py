@@ -1,5 +1,5 @@
 """Allow `python -m maild`, the same as the `maild` command."""
 
-from maild.cli import main
+from maild.command import main
 
 main()

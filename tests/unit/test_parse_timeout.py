@@ -7,7 +7,7 @@ import multiprocessing
 import pytest
 
 from maild.errors import ParseError
-from maild.ingest import workers
+from maild.ingest import parser_process
 from maild.ingest.parse import HashedLetter
 from maild.ingest.workers import ParserPool
 from maild.testing.samples import letter
@@ -41,8 +41,8 @@ def _stuck_in_c(raw: bytes) -> HashedLetter:
 
 def _run_stuck() -> None:
     """Run in a child process: a parse stuck in C under a short timeout and grace."""
-    workers.HARD_GRACE = 0.5
-    workers._guarded(_stuck_in_c, b"", 0.2)
+    parser_process.HARD_GRACE = 0.5
+    parser_process._guarded(_stuck_in_c, b"", 0.2)
 
 
 def test_worker_stuck_in_c_code_ends_itself() -> None:
