@@ -37,7 +37,10 @@ def create_engine(
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         _ensure_parent_dir(parsed.database)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        # No statement cache: a cached statement keeps SQLite's copy of the values it bound
+        # last, a 25 MB letter's raw bytes included, until the same SQL runs again.
+        connect_args = {"timeout": 30, "cached_statements": 0}
+        engine = create_async_engine(url, echo=echo, connect_args=connect_args)
         _install_sqlite_events(engine.sync_engine)
         return engine
     return create_async_engine(
