@@ -79,9 +79,12 @@ def _table_schema(inspector: Any, dialect: Any, table: str) -> dict[str, Any]:
 
 
 def _extras(sync_conn: Any) -> list[str]:
-    """List what the inspector does not show or misreads: triggers, functions, sequences, SQLite's foreign keys."""
+    """List what the inspector does not show or misreads.
+
+    That is triggers, functions, sequences and column compression on PostgreSQL, and on SQLite
+    the foreign keys as it enforces them (reflection misreads the inline ones' actions).
+    """
     if sync_conn.dialect.name == "sqlite":
-        # The foreign keys as SQLite enforces them: reflection misreads the inline ones' actions.
         sql = (
             "SELECT 'fk ' || m.name || '.' || f.\"from\" || ' -> ' || f.\"table\" || ' ' "
             "|| f.on_delete FROM sqlite_master m, pragma_foreign_key_list(m.name) f "
@@ -94,7 +97,10 @@ def _extras(sync_conn: Any) -> list[str]:
             "SELECT 'trigger ' || tgname FROM pg_trigger WHERE NOT tgisinternal "
             "UNION ALL SELECT 'function ' || proname FROM pg_proc "
             "WHERE pronamespace = 'public'::regnamespace "
-            "UNION ALL SELECT 'sequence ' || sequence_name FROM information_schema.sequences"
+            "UNION ALL SELECT 'sequence ' || sequence_name FROM information_schema.sequences "
+            "UNION ALL SELECT 'compression ' || c.relname || '.' || a.attname || ' ' "
+            "|| a.attcompression::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "WHERE c.relnamespace = 'public'::regnamespace AND a.attcompression <> ''"
         )
     return sorted(str(row[0]) for row in sync_conn.exec_driver_sql(sql))
 
