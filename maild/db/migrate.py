@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from maild.errors import DatabaseError, SchemaOutOfDate
 
@@ -87,7 +87,16 @@ async def _migrate(engine: AsyncEngine, direction: str, revision: str) -> None:
                     await conn.run_sync(_run_checked, _run, direction, revision)
         finally:
             if conn.dialect.name == "sqlite":
-                await conn.run_sync(_foreign_keys, True)
+                await _foreign_keys_back_on(conn)
+
+
+async def _foreign_keys_back_on(conn: AsyncConnection) -> None:
+    """Enforce foreign keys again, or make sure the pool never hands this connection out again."""
+    try:
+        await conn.run_sync(_foreign_keys, True)
+    except Exception:
+        await conn.invalidate()
+        raise
 
 
 def _foreign_keys(sync_conn: Any, on: bool) -> None:
