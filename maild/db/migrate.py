@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from maild.errors import SchemaOutOfDate
+from maild.errors import DatabaseError, SchemaOutOfDate
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "maild_alembic_version"
@@ -43,10 +43,27 @@ def head_revision() -> str:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema up to ``revision`` in one transaction.
+    """Bring the schema up to ``revision`` in one transaction (see ``_migrate``)."""
+    await _migrate(engine, "upgrade", revision)
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Take the schema back down to ``revision`` (``"base"``: no maild table) in one transaction.
+
+    What a downgrade drops is gone: the columns and tables of the newer revisions, with their
+    data. Every other row stays, on SQLite too, where some steps copy a table to drop a column.
+    """
+    await _migrate(engine, "downgrade", revision)
+
+
+async def _migrate(engine: AsyncEngine, direction: str, revision: str) -> None:
+    """Run Alembic's ``upgrade`` or ``downgrade`` to ``revision`` in one transaction.
 
     On PostgreSQL the transaction first takes an advisory lock, so processes started together
     migrate one after the other: the first does the work, the others find the schema current.
+    On SQLite it runs with foreign keys off, as SQLite's own procedure for altering a table
+    asks: a step that copies a table (``folders``, ``letters``, ``outbox``) drops the old one,
+    and with foreign keys on that drop would delete every row referencing it, in cascade.
     """
 
     def _run(sync_conn: Any) -> None:
@@ -54,12 +71,80 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
         config = alembic_config()
         config.attributes["connection"] = sync_conn
-        command.upgrade(config, revision)
+        getattr(command, direction)(config, revision)
 
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-        await conn.run_sync(_run)
+    async with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            await conn.run_sync(_foreign_keys, False)
+        try:
+            async with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                    )
+                    await conn.run_sync(_run)
+                else:
+                    await conn.run_sync(_run_checked, _run, direction, revision)
+        finally:
+            if conn.dialect.name == "sqlite":
+                await _foreign_keys_back_on(conn)
+
+
+async def _foreign_keys_back_on(conn: AsyncConnection) -> None:
+    """Enforce foreign keys again, or make sure the pool never hands this connection out again."""
+    try:
+        await conn.run_sync(_foreign_keys, True)
+    except Exception:
+        await conn.invalidate()
+        raise
+
+
+def _foreign_keys(sync_conn: Any, on: bool) -> None:
+    """Switch SQLite's foreign keys outside a transaction (inside one the PRAGMA does nothing)."""
+    cursor = sync_conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+    finally:
+        cursor.close()
+
+
+def _run_checked(sync_conn: Any, run: Any, direction: str, revision: str) -> None:
+    """Run a SQLite migration, then refuse to commit it if it left a row pointing at nothing.
+
+    Only references broken by the migration count: the CRM's tables may hold older ones. A
+    start that finds the schema current skips the check, which reads every referencing table.
+    """
+    if (
+        direction == "upgrade"
+        and revision == "head"
+        and _sqlite_revision(sync_conn) == HEAD_REVISION
+    ):
+        run(sync_conn)
+        return
+    before = _broken_references(sync_conn)
+    run(sync_conn)
+    broken = _broken_references(sync_conn) - before
+    if broken:
+        tables = ", ".join(sorted({f"{child} -> {parent}" for child, _, parent, _ in broken}))
+        raise DatabaseError(
+            f"the migration would break {len(broken)} references ({tables}): nothing was changed"
+        )
+
+
+def _sqlite_revision(sync_conn: Any) -> str | None:
+    """Read the revision inside the migration's transaction, None before the first."""
+    found = sync_conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)
+    ).first()
+    if found is None:
+        return None
+    version = sync_conn.exec_driver_sql(f"SELECT max(version_num) FROM {VERSION_TABLE}").scalar()
+    return None if version is None else str(version)
+
+
+def _broken_references(sync_conn: Any) -> set[tuple[Any, ...]]:
+    """List SQLite's rows whose foreign key points at no row, as (table, rowid, parent, key)."""
+    return {tuple(row) for row in sync_conn.exec_driver_sql("PRAGMA foreign_key_check").all()}
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

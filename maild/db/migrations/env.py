@@ -23,6 +23,12 @@ def run_migrations() -> None:
     connection = context.config.attributes.get("connection")
     if connection is None:
         raise RuntimeError("run migrations through `maild db upgrade`, not the alembic CLI")
+    if (
+        connection.dialect.name == "sqlite"
+        and connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    ):
+        # A step that copies a table would delete, in cascade, every row referencing it.
+        raise RuntimeError("SQLite migrations run with foreign keys off: use maild.db.migrate")
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

@@ -38,4 +38,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if _lz4_available():
-        op.execute("ALTER TABLE letters ALTER COLUMN raw SET COMPRESSION pglz")
+        op.execute("ALTER TABLE letters ALTER COLUMN raw SET COMPRESSION DEFAULT")

@@ -280,18 +280,28 @@ def _letter_columns() -> None:
     )
 
 
-def downgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        # Dropping these columns would mean copying letters, whose DROP cascades to its dependants.
-        raise NotImplementedError("0004 cannot be downgraded on SQLite: restore a backup instead")
+def _drop_letter_columns() -> None:
+    """Drop the lead and party links of letters; SQLite cannot drop a column with a foreign key.
+
+    On SQLite letters is copied without them (batch mode), which maild.db.migrate runs with
+    foreign keys off so that dropping the old table deletes no attachment, hit or outbox row.
+    """
     op.drop_column("letters", "lead_reason")
-    for column, table in _LETTER_LINKS:
+    for column, _table in _LETTER_LINKS:
         op.drop_index(f"ix_letters_{column}", table_name="letters")
+    if op.get_bind().dialect.name == "sqlite":
+        with op.batch_alter_table("letters", recreate="always") as batch_op:
+            for column, _table in _LETTER_LINKS:
+                batch_op.drop_column(column)
+        return
+    for column, table in _LETTER_LINKS:
         op.drop_constraint(f"fk_letters_{column}_{table}", "letters", type_="foreignkey")
         op.drop_column("letters", column)
 
-    with op.batch_alter_table("folders", schema=None) as batch_op:
-        batch_op.drop_column("lead_source")
+
+def downgrade() -> None:
+    _drop_letter_columns()
+    op.drop_column("folders", "lead_source")
 
     with op.batch_alter_table("leads", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_leads_potential_client_id"))

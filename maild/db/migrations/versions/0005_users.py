@@ -81,8 +81,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        raise NotImplementedError("0005 cannot be downgraded on SQLite: restore a backup instead")
     op.drop_column("letters", "responsible_reason")
     op.drop_index("ix_user_sender_names_account_id_name_key", table_name="user_sender_names")
     op.drop_table("user_sender_names")

@@ -96,11 +96,19 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        raise NotImplementedError("0006 cannot be downgraded on SQLite: restore a backup instead")
     op.drop_table("outbox_attachments")
+    columns = ("lead_id", "attach_letter_ids", *_TEXT_COLUMNS, "author_login")
+    if op.get_bind().dialect.name == "sqlite":
+        # SQLite cannot drop lead_id's foreign key: outbox is copied without these columns
+        # (maild.db.migrate runs this with foreign keys off).
+        with op.batch_alter_table("outbox", recreate="always") as batch_op:
+            for column in columns:
+                batch_op.drop_column(column)
+        return
     op.execute("DROP TRIGGER IF EXISTS maild_outbox_notify ON outbox")
     op.execute("DROP FUNCTION IF EXISTS maild_outbox_notify()")
+    for column in _DEFAULTS:
+        op.execute(f"ALTER TABLE outbox ALTER COLUMN {column} DROP DEFAULT")
     op.drop_constraint("fk_outbox_lead_id_leads", "outbox", type_="foreignkey")
-    for column in ("lead_id", "attach_letter_ids", *_TEXT_COLUMNS, "author_login"):
+    for column in columns:
         op.drop_column("outbox", column)

@@ -67,8 +67,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        raise NotImplementedError("0007 cannot be downgraded on SQLite: restore a backup instead")
     op.drop_column("letters", "autoreply_outcome")
     op.drop_table("autoreply_state")
     op.drop_table("autoreply_log")

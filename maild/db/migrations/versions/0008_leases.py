@@ -41,8 +41,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        raise NotImplementedError("0008 cannot be downgraded on SQLite: restore a backup instead")
     op.drop_table("maild_processes")
     op.drop_column("folders", "lease_taken_at")
     op.drop_column("folders", "lease_until")
