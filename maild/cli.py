@@ -18,6 +18,7 @@ from maild.settings import Config, config_warnings, load_config
 
 if TYPE_CHECKING:
     from maild.leads.convert import ConversionReport
+    from maild.runtime import DowngradePlan
 
 CONFIG_OPTION = click.option(
     "-c",
@@ -124,6 +125,67 @@ def db_upgrade(config_path: Path) -> None:
     except Exception as exc:  # a database driver error: say it plainly
         _fail(exc)
     click.echo(f"database schema: {before or 'empty'} -> {after}")
+
+
+@db.command("downgrade")
+@CONFIG_OPTION
+@click.argument("revision")
+@click.option("--yes", is_flag=True, help="Do not ask (for scripts; needed without a terminal).")
+def db_downgrade(config_path: Path, revision: str, yes: bool) -> None:
+    """Take the schema back down to REVISION (an id like 0005, or base for no maild table).
+
+    The tables and columns the newer revisions added are dropped with their data; every other
+    row stays. Lists the revisions it undoes, then asks. Stop every `maild run` first.
+    """
+    from maild.runtime import UnknownRevision, downgrade_database, plan_downgrade
+
+    config = _load(config_path, check_secrets=False)
+    try:
+        plan = asyncio.run(plan_downgrade(config, revision))
+    except UnknownRevision as exc:
+        _usage(str(exc))
+    except MaildError as exc:
+        _fail(exc)
+    if not plan.undone:
+        click.echo(f"database schema: already at {plan.current}, nothing to do")
+        return
+    for line in _downgrade_lines(plan):
+        click.echo(line)
+    if not yes:
+        _confirm_on_terminal(f"Drop them and go down to {plan.target}?")
+    try:
+        after = asyncio.run(downgrade_database(config, plan))
+    except MaildError as exc:
+        _fail(exc)
+    click.echo(f"database schema: {plan.current} -> {after}")
+    click.echo(
+        f"note: a newer `maild run` (this one needs {plan.head}) with `migrate_on_start = "
+        "true` upgrades the schema again at start: start the older maild, or set it to false"
+    )
+
+
+def _downgrade_lines(plan: DowngradePlan) -> list[str]:
+    """Word what a downgrade drops: the database, then each revision undone, newest first."""
+    return [
+        f"database: {plan.database}",
+        f"schema at {plan.current}; going down to {plan.target} undoes these revisions and "
+        "drops the tables and columns they added, with their data:",
+        *(f"  {r.id}  {r.message}" for r in plan.undone),
+    ]
+
+
+def _confirm_on_terminal(question: str) -> None:
+    """Ask yes/no on a terminal; without one, or on anything but yes, exit 1 having changed nothing."""
+    if not sys.stdin.isatty():
+        click.echo(
+            "maild: error: no terminal to ask on: give --yes to go ahead without asking; "
+            "nothing changed",
+            err=True,
+        )
+        sys.exit(1)
+    if not _confirmed(question):
+        click.echo("cancelled, nothing changed", err=True)
+        sys.exit(1)
 
 
 @main.group()

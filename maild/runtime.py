@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from maild.autoreply.policy import Period, period_state
@@ -20,11 +21,11 @@ from maild.core.status import StatusBoard
 from maild.db import autoreply as autoreply_db
 from maild.db import leases, migrate, notify
 from maild.db import outbox as outbox_db
-from maild.db.engine import create_engine, is_sqlite, session_factory
+from maild.db.engine import create_engine, display_url, is_sqlite, session_factory
 from maild.db.tables import OutboxItem
 from maild.decide import Decider, RulesHolder
-from maild.dryrun.replay import open_read_only
-from maild.errors import ConfigError, MaildError
+from maild.dryrun.replay import database_errors, missing_sqlite_file, open_read_only
+from maild.errors import ConfigError, DatabaseError, MaildError
 from maild.health import HealthServer
 from maild.ingest.imap import ImapEndpoint
 from maild.ingest.poller import FolderPoller, PollOptions
@@ -432,6 +433,82 @@ async def upgrade_database(config: Config) -> tuple[str | None, str]:
     finally:
         await engine.dispose()
     return before, after or ""
+
+
+class UnknownRevision(MaildError):
+    """A revision named on the command line is not one of this maild's migrations."""
+
+
+@dataclass(frozen=True)
+class DowngradePlan:
+    """What `maild db downgrade` would do, shown to the admin before anything is dropped."""
+
+    database: str  # the URL with its password masked
+    current: str
+    target: str
+    undone: list[migrate.Revision]  # newest first; empty when already at the target
+    head: str
+
+
+async def plan_downgrade(config: Config, target: str) -> DowngradePlan:
+    """Check ``target`` against the migrations and the database; list the revisions undone."""
+    known = migrate.revisions()
+    order = ["base", *(r.id for r in known)]
+    if target not in order:
+        raise UnknownRevision(f"unknown revision {target!r}: the revisions are {', '.join(order)}")
+    url = config.database_url()
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        raise DatabaseError(f"database file {missing} does not exist: nothing to downgrade")
+    current = await _current_revision(url) or "base"
+    if current not in order:
+        raise DatabaseError(
+            f"the database schema is at {current}, which this maild does not know: "
+            "downgrade it with the maild that upgraded it"
+        )
+    if order.index(target) > order.index(current):
+        raise DatabaseError(
+            f"the database schema is at {current}, below {target}: a downgrade only goes down "
+            f"(`maild db upgrade` goes up to {known[-1].id})"
+        )
+    undone = known[order.index(target) : order.index(current)][::-1]
+    return DowngradePlan(display_url(url), current, target, undone, known[-1].id)
+
+
+async def _current_revision(url: str) -> str | None:
+    """Read the database's revision, reporting an unreachable database in one line."""
+    engine = create_engine(url)
+    try:
+        async with database_errors():
+            return await migrate.current_revision(engine)
+    finally:
+        await engine.dispose()
+
+
+async def downgrade_database(config: Config, plan: DowngradePlan) -> str:
+    """Undo the plan's revisions in one transaction; give the revision the schema is at after.
+
+    Refuses when the schema moved since the plan was shown, so no more is dropped than that.
+    """
+    engine = create_engine(config.database_url())
+    try:
+        async with database_errors():
+            current = await migrate.current_revision(engine) or "base"
+        if current != plan.current:
+            raise DatabaseError(
+                f"the database schema moved from {plan.current} to {current} "
+                "since it was read: nothing was changed"
+            )
+        try:
+            await migrate.downgrade(engine, plan.target)
+        except (SQLAlchemyError, OSError) as exc:
+            raise DatabaseError(
+                f"the downgrade failed and changed nothing: {type(exc).__name__}: {exc}"
+            ) from exc
+        after = await migrate.current_revision(engine)
+    finally:
+        await engine.dispose()
+    return after or "base"
 
 
 async def retry_failed_letters(config: Config, *, limit: int | None = None) -> RetryReport:

@@ -25,6 +25,11 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def display_url(url: str) -> str:
+    """Give the database URL with its password masked, so it can be printed or logged."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def create_engine(
     url: str, *, echo: bool = False, pool_size: int = 10, max_overflow: int = 20
 ) -> AsyncEngine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,25 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One migration script as an admin is shown it: its id and what it adds."""
+
+    id: str
+    message: str
+
+
+def revisions() -> list[Revision]:
+    """List the migration scripts oldest first, each with its docstring's first line."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return [
+        Revision(s.revision, (s.doc or "").partition("\n")[0].strip())
+        for s in reversed(list(script.walk_revisions()))
+    ]
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:

@@ -97,7 +97,7 @@ async def database_errors() -> AsyncIterator[None]:
         raise DatabaseError(f"cannot read the database: {type(exc).__name__}: {exc}") from exc
 
 
-def _missing_sqlite_file(url: str) -> str | None:
+def missing_sqlite_file(url: str) -> str | None:
     """Name the SQLite file when it does not exist, so a read-only command never creates one."""
     if not is_sqlite(url):
         return None
@@ -110,7 +110,7 @@ def _missing_sqlite_file(url: str) -> str | None:
 async def open_read_only(config: Config) -> AsyncEngine:
     """Open the database without migrating it, refusing a schema this maild does not speak."""
     url = config.database_url()
-    missing = _missing_sqlite_file(url)
+    missing = missing_sqlite_file(url)
     if missing is not None:
         raise SchemaOutOfDate(
             f"database file {missing} does not exist: run `maild db upgrade -c CONFIG`"
