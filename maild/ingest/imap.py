@@ -2,7 +2,7 @@
 
 The poller and the rules dispatcher code against :func:`connect`, :class:`ImapEndpoint`,
 :class:`FolderStatus` and :class:`ImapSession`; nothing else here is part of the contract.
-The session reads (``select``, ``uids_after``, ``sizes``, ``fetch``, ``idle_wait``) and
+The session reads (``select``, ``uids_after``, ``sizes``, ``sizes_after``, ``fetch``, ``idle_wait``) and
 writes (``move``, ``copy``, ``add_flags``, ``remove_flags``, ``create_folder``,
 ``folder_exists``, ``append``, ``search_message_id``); the I/O-free half of the writes (flag
 checks, COPYUID/APPENDUID, LIST answers) is in :mod:`maild.ingest.imap_write`.
@@ -1012,6 +1012,27 @@ class ImapSession:
             for line in _untagged(response):
                 found.update(int(word) for word in line.split() if word.isdigit())
             return sorted(uid for uid in found if uid > last_uid)
+
+    async def sizes_after(self, last_uid: int) -> dict[int, int]:
+        """Give RFC822.SIZE per UID above the cursor in one round trip, for the few letters IDLE heard of.
+
+        It stands for ``uids_after`` then ``sizes``: one command fewer between a push and its
+        row. ``n:*`` also matches the highest UID, so that one is filtered out as there.
+        """
+        if last_uid < 0:
+            raise ValueError(f"last_uid must be >= 0, got {last_uid}")
+        async with self._lock:
+            self._ensure_selected()
+            response = await self._command(
+                "UID FETCH (RFC822.SIZE)",
+                self._proto.fetch(f"{last_uid + 1}:*", _SIZE_ITEMS, by_uid=True),
+                while_data_flows=True,
+            )
+        sizes: dict[int, int] = {}
+        for item in parse_fetch_response(response.lines):
+            if item.uid is not None and item.uid > last_uid and item.size is not None:
+                sizes[item.uid] = item.size
+        return sizes
 
     async def sizes(self, uids: Sequence[int]) -> dict[int, int]:
         """Give RFC822.SIZE per UID, so big letters can be handled before their bodies come in."""

@@ -248,15 +248,20 @@ class FolderPoller:
             cursor = known
         else:
             cursor = await self._open_folder(session)
-        uids = await self._unless_stopped(session.uids_after(cursor.last_uid))
+        sizes: dict[int, int] | None = None
+        if pushed:  # a few letters, as a rule: their sizes in the same round trip
+            sizes = await self._unless_stopped(session.sizes_after(cursor.last_uid))
+            uids = sorted(sizes)
+        else:
+            uids = await self._unless_stopped(session.uids_after(cursor.last_uid))
         if uids:
             self._pushed = pushed and len(uids) <= PUSH_LETTERS
             try:
                 if self._pushed:
                     with self.priority.push():
-                        stored_through = await self._ingest(session, uids)
+                        stored_through = await self._ingest(session, uids, sizes)
                 else:
-                    stored_through = await self._ingest(session, uids)
+                    stored_through = await self._ingest(session, uids, sizes)
             finally:
                 self._pushed = False
             cursor = Cursor(cursor.uidvalidity, max(cursor.last_uid, stored_through))
@@ -306,10 +311,13 @@ class FolderPoller:
             chunks.append((current, False))
         return chunks
 
-    async def _ingest(self, session: ImapSession, uids: Sequence[int]) -> int:
+    async def _ingest(
+        self, session: ImapSession, uids: Sequence[int], sizes: dict[int, int] | None = None
+    ) -> int:
         """Fetch, parse and store with the three stages overlapped, in UID order; give the last UID stored."""
         self._stored_through = 0
-        sizes = await self._unless_stopped(session.sizes(uids))
+        if sizes is None:
+            sizes = await self._unless_stopped(session.sizes(uids))
         queue: asyncio.Queue[list[tuple[FetchedMessage, asyncio.Future[ParsedLetter]]] | None] = (
             asyncio.Queue(maxsize=QUEUE_CHUNKS)
         )

@@ -187,6 +187,19 @@ async def test_uids_after_filters_the_cursor(dovecot: DovecotServer, folder: str
         assert await session.uids_after(100) == []
 
 
+async def test_sizes_after_gives_the_same_as_uids_after_then_sizes(
+    dovecot: DovecotServer, folder: str
+) -> None:
+    """One FETCH ``n:*`` stands for SEARCH then FETCH: same UIDs, same sizes, no echo of the last."""
+    uids = dovecot.append_many(USER, folder, [letter(n, body_size=n * 100) for n in range(5)])
+    async with session_for(endpoint(dovecot)) as session:
+        await session.select(folder)
+        for cursor in (0, 3, 5, 100):
+            expected = await session.sizes(await session.uids_after(cursor))
+            assert await session.sizes_after(cursor) == expected
+            assert sorted(expected) == [uid for uid in uids if uid > cursor]
+
+
 @pytest.mark.slow
 async def test_thousands_of_letters_are_fetched_in_chunks(
     dovecot: DovecotServer, folder: str
@@ -198,6 +211,7 @@ async def test_thousands_of_letters_are_fetched_in_chunks(
         await session.select(folder)
         found = await session.uids_after(0)
         assert found == uids
+        assert sorted(await session.sizes_after(0)) == uids  # one response of 3,200 lines
         sizes = await session.sizes(found)
         messages = await session.fetch(list(reversed(found)))
     assert sizes == {uid: len(raw) for uid, raw in zip(uids, raws, strict=True)}
