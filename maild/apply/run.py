@@ -14,7 +14,8 @@ from maild import responsible
 from maild.apply.letters import NOT_APPLIED, narrow, needs_header, skip_reason
 from maild.core.decision import Decision, Forward
 from maild.db import outbox, stored
-from maild.db.engine import session_factory
+from maild.db.engine import is_sqlite, session_factory
+from maild.db.gate import Sessions, gated
 from maild.db.tables import utcnow
 from maild.decide import Decider, RulesHolder, StoredLetter
 from maild.dryrun.replay import ReplayQuery, database_errors, open_read_only, pages, selected
@@ -110,14 +111,16 @@ async def apply_rules(
         async with database_errors(), sessions() as session:
             rows = await selected(session, query)
         pager = _Pager(config, ruleset, named, needs, report)
-        dispatcher = _dispatcher(config, sessions)
+        # SQLite: the pages and the dispatcher's transactions take turns, so moves keep up
+        gate = asyncio.Lock() if is_sqlite(config.database_url()) else None
+        dispatcher = _dispatcher(config, sessions, gate)
         try:
             performing = _Performing(dispatcher)
             worker = asyncio.create_task(performing.run(), name="outbox")
             try:
                 for page in pages(rows):
                     async with database_errors():
-                        if await pager.apply(sessions, page):
+                        if await pager.apply(gated(sessions, gate), page):
                             performing.wake()
             finally:
                 performing.finish()
@@ -151,10 +154,17 @@ def _check_names(ruleset: RuleSet, rules: Sequence[str]) -> frozenset[str] | Non
     return frozenset(rules)
 
 
-def _dispatcher(config: Config, sessions: async_sessionmaker[AsyncSession]) -> Dispatcher:
+def _dispatcher(
+    config: Config, sessions: async_sessionmaker[AsyncSession], gate: asyncio.Lock | None
+) -> Dispatcher:
     """Build the dispatcher `maild run` uses, reading account passwords only when it connects."""
     timeout = config.daemon.imap_timeout_seconds
-    return Dispatcher(sessions, config, endpoint_for=lambda account: endpoint_for(account, timeout))
+    return Dispatcher(
+        sessions,
+        config,
+        endpoint_for=lambda account: endpoint_for(account, timeout),
+        write_gate=gate,
+    )
 
 
 @dataclass
@@ -216,7 +226,7 @@ class _Pager:
     report: ApplyReport
     _deciders: dict[tuple[str, str], Decider] = field(default_factory=dict)
 
-    async def apply(self, sessions: async_sessionmaker[AsyncSession], page: list[int]) -> bool:
+    async def apply(self, sessions: Sessions, page: list[int]) -> bool:
         """Read the page's letters (only the columns the rules read), decide and record each one.
 
         Tells whether the page queued rows that were not queued before.

@@ -26,6 +26,7 @@ from maild.core.letter import ParsedLetter
 from maild.core.status import StatusBoard
 from maild.db import autoreply as autoreply_db
 from maild.db import outbox, repo, sending
+from maild.db.gate import Sessions, gated
 from maild.db.tables import utcnow
 from maild.errors import (
     ImapCommandError,
@@ -177,8 +178,10 @@ class Dispatcher:
         connect_imap: Connect = connect,
         metrics: Metrics | None = None,
         status: StatusBoard | None = None,
+        write_gate: asyncio.Lock | None = None,
     ) -> None:
-        self.sessions = sessions
+        # with a write gate (SQLite), every transaction waits its turn behind the job sharing it
+        self.sessions: Sessions = gated(sessions, write_gate)
         self.config = config
         self.settings = config.outbox
         self._endpoint_for = endpoint_for
