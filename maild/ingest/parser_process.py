@@ -6,6 +6,7 @@ letters; a spawned worker imports this module, the parser and nothing else of ma
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import multiprocessing
@@ -26,21 +27,35 @@ DEFAULT_TIMEOUT = 120.0
 #: Seconds past the timeout after which a worker stuck in C code (deaf to the alarm) is ended.
 HARD_GRACE = 10.0
 
+#: How much less CPU priority the pool's workers take than maild (os.nice). When a backlog
+#: keeps every core busy parsing, maild's own process, the database and the worker kept for
+#: pushes still run first, so a new letter elsewhere is not held up by the backlog's parsing.
+BACKLOG_NICE = 5
+
 _sink: IO[str] | None = None
 
 
-def start_worker() -> None:
+def start_worker(backlog: bool = False) -> None:
     """Silence mail-parser in a worker (defects are recorded on the letter) and tie it to maild.
 
     Ctrl-C in a terminal interrupts the whole process group: the daemon then finishes the
     letters in flight, which needs its parsers, so they ignore SIGINT (they end with maild).
+    A ``backlog`` worker yields the cores (``BACKLOG_NICE``).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if backlog:
+        _yield_the_cores()
     logging.getLogger("mailparser").setLevel(logging.CRITICAL)
     unmap_big_blocks()  # a big letter's parse is given back, not kept by an idle worker
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(target=_exit_with, args=(parent,), name="parent", daemon=True).start()
+
+
+def _yield_the_cores() -> None:
+    """Lower this worker's CPU priority; where that is refused, parse at maild's priority."""
+    with contextlib.suppress(OSError):
+        os.nice(BACKLOG_NICE)
 
 
 def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:

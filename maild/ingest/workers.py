@@ -94,7 +94,7 @@ class ParserPool:
     def _pool(self) -> ProcessPoolExecutor:
         """Start the workers on first use; spawn, because forking a process with threads is unsafe."""
         if self._executor is None:
-            self._executor = _executor(self.workers)
+            self._executor = _executor(self.workers, backlog=True)
         return self._executor
 
     def start_push_worker(self) -> Future[None]:
@@ -276,10 +276,15 @@ class ParserPool:
         self._executor = self._express = None
 
 
-def _executor(workers: int) -> ProcessPoolExecutor:
-    """Make a pool of parser processes; spawned, because forking a process with threads is unsafe."""
+def _executor(workers: int, *, backlog: bool = False) -> ProcessPoolExecutor:
+    """Make a pool of parser processes; spawned, because forking a process with threads is unsafe.
+
+    ``backlog``: the pool's own workers, which take a lower CPU priority than maild; the
+    worker kept for pushes and one parsing a letter alone after a crash do not.
+    """
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=start_worker,
+        initargs=(backlog,),
     )

@@ -129,3 +129,18 @@ async def test_workers_keep_parsing_through_a_terminals_ctrl_c() -> None:
         assert set(executor._processes) and pool._executor is executor
     finally:
         pool.close()
+
+
+def test_backlog_workers_yield_the_cores_and_the_push_worker_does_not() -> None:
+    """The pool's workers run at a lower CPU priority than maild; the one kept for pushes does not."""
+    from maild.ingest import workers
+    from maild.ingest.parser_process import BACKLOG_NICE
+
+    mine = os.nice(0)
+    expected = {True: min(mine + BACKLOG_NICE, 19), False: mine}
+    for backlog, niceness in expected.items():
+        executor = workers._executor(1, backlog=backlog)
+        try:
+            assert executor.submit(os.nice, 0).result(timeout=60) == niceness
+        finally:
+            executor.shutdown()
