@@ -210,7 +210,18 @@ class Daemon:
             endpoint_for=lambda account: endpoint_for(account, timeout),
             metrics=self.metrics,
             status=self.status,
+            write_gate=self._sqlite_gate(),
         )
+
+    def _sqlite_gate(self) -> asyncio.Lock | None:
+        """Give the lock every writer of this process takes turns at on SQLite (None on PostgreSQL).
+
+        SQLite has one writer, taken by sleeping and retrying: without a shared turn the
+        dispatcher lost nearly every race to a folder's backlog, and its moves fell behind.
+        """
+        if self._write_gate is None and is_sqlite(self.config.database_url()):
+            self._write_gate = asyncio.Lock()
+        return self._write_gate
 
     async def _run_all(
         self,
@@ -295,8 +306,6 @@ class Daemon:
             reconnect_max=daemon.reconnect_max_seconds,
         )
         pollers: dict[int, FolderPoller] = {}
-        if self._write_gate is None and is_sqlite(self.config.database_url()):
-            self._write_gate = asyncio.Lock()
         for account in self.config.accounts:
             if not account.enabled:
                 continue
@@ -326,7 +335,7 @@ class Daemon:
                     on_queued=self.dispatcher.wake if self.dispatcher is not None else None,
                     is_sent_folder=folder == account.folders.sent,
                     lease_owner=owner,
-                    write_gate=self._write_gate,
+                    write_gate=self._sqlite_gate(),
                 )
                 pollers[folder_id] = FolderPoller(
                     account=account.name,

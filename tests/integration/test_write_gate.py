@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.db.gate import GatedSessions, gated
 from maild.outbox.dispatcher import Dispatcher
-from maild.runtime import endpoint_for
+from maild.runtime import Daemon, endpoint_for
 from maild.settings import Config
 
 
-def config() -> Config:
+def config(url: str = "sqlite+aiosqlite:///var/maild.db") -> Config:
     """Give a config with one account the dispatcher never needs to reach."""
     return Config.model_validate(
         {
+            "database": {"url": url},
             "accounts": [
                 {
                     "name": "sales",
@@ -89,3 +91,17 @@ async def test_the_dispatcher_waits_its_turn_at_the_gate(
         assert report.done == 0 and not gate.locked()
     finally:
         await dispatcher.close()
+
+
+def test_the_daemon_s_dispatcher_takes_turns_with_its_folders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In `maild run` on SQLite the dispatcher's sessions wait at the folders' gate; on PostgreSQL none."""
+    monkeypatch.delenv("MAILD_DATABASE_URL", raising=False)
+    daemon = Daemon(config())
+    dispatcher = daemon._dispatcher(async_sessionmaker())
+    assert isinstance(dispatcher.sessions, GatedSessions)
+    assert dispatcher.sessions.gate is daemon._sqlite_gate()
+    on_postgres = Daemon(config("postgresql+asyncpg://maild@db.example/maild"))
+    assert not isinstance(on_postgres._dispatcher(async_sessionmaker()).sessions, GatedSessions)
+    assert on_postgres._sqlite_gate() is None
