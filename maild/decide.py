@@ -8,7 +8,7 @@ can never keep the letter and lose its effects, nor perform effects for a letter
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -86,12 +86,18 @@ class Decider:
         letters: Sequence[StoredLetter],
         *,
         folder_id: int = 0,
+        between: Callable[[], None] | None = None,
     ) -> int:
-        """Decide each letter and record the outcome in the open transaction; give effects queued."""
+        """Decide each letter and record the outcome in the open transaction; give effects queued.
+
+        ``between`` is called before each letter: it may raise to abandon the transaction.
+        """
         queued = 0
         leads = self.leads if self.leads is not None and self.leads.policy.enabled else None
         potential = await use_potential_clients(session) if leads and letters else True
         for letter in letters:
+            if between is not None:
+                between()
             decision = self.decide(letter)
             queued += await self._record(session, account_id, letter, decision)
             if self.autoreply is not None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -17,6 +17,7 @@ from maild.db import leads as leads_db
 from maild.db import outbox, repo, sending
 from maild.db import users as users_db
 from maild.db.engine import database_away
+from maild.db.gate import WriteGate
 from maild.decide import Decider, StoredLetter
 from maild.errors import LeaseLost, ParseError
 from maild.ingest.parse import HashedLetter
@@ -26,6 +27,11 @@ from maild.logging import get_logger
 from maild.settings import Config
 
 log = get_logger(__name__)
+
+
+class _GiveWay(Exception):
+    """Raised in a backlog's transaction when a push waits for the write gate: roll back, go again."""
+
 
 #: Seconds between two writes of a folder's ``last_synced_at`` once its first pass is recorded.
 SYNCED_EVERY = 60.0
@@ -46,14 +52,22 @@ class FolderStore:
     lease_owner: str | None = None  # set when several processes share folders by leases
     #: One lock shared by every folder's writes on SQLite, whose single writer lock is taken by
     #: sleeping and retrying: with it, a folder's new letter waits its turn behind at most the
-    #: transaction in progress, instead of losing every race to another folder's backlog.
-    write_gate: asyncio.Lock | None = None
+    #: transaction in progress, instead of losing every race to another folder's backlog; and
+    #: a backlog's transaction in progress gives way to a push (``_GiveWay``).
+    write_gate: WriteGate | None = None
 
     _marked_at: float | None = field(default=None, init=False, repr=False)
 
-    def _writing(self) -> AbstractAsyncContextManager[Any]:
-        """Take the write gate if there is one."""
-        return self.write_gate if self.write_gate is not None else contextlib.nullcontext()
+    def _writing(self, *, push: bool = False) -> AbstractAsyncContextManager[Any]:
+        """Take the write gate if there is one, as a push (counted as waiting) or not."""
+        if self.write_gate is None:
+            return contextlib.nullcontext()
+        return self.write_gate.push_turn() if push else self.write_gate
+
+    def _give_way_if_pushed(self, may: bool) -> None:
+        """Interrupt a backlog's transaction when a push waits for the gate (see ``_transaction``)."""
+        if may and self.write_gate is not None and self.write_gate.pushes_waiting:
+            raise _GiveWay
 
     async def cursor(self) -> Cursor:
         """Read the folder's cursor."""
@@ -88,12 +102,18 @@ class FolderStore:
         return (await self.store_many([(message, parsed, error)]))[0]
 
     async def store_many(
-        self, items: Sequence[tuple[FetchedMessage, ParsedLetter | None, str | None]]
+        self,
+        items: Sequence[tuple[FetchedMessage, ParsedLetter | None, str | None]],
+        *,
+        push: bool = False,
     ) -> list[str]:
-        """Store letters in UID order with the cursor; if the group fails, store each on its own."""
+        """Store letters in UID order with the cursor; if the group fails, store each on its own.
+
+        ``push``: a few letters heard in IDLE, which a backlog's transaction gives way to.
+        """
         batch = [self._new_letter(message, parsed, error) for message, parsed, error in items]
         try:
-            results = await self._transaction(batch)
+            results = await self._transaction(batch, push=push)
         except LeaseLost:
             raise  # another process polls the folder now: store nothing more here
         except Exception as exc:  # one bad letter must not cost the others: isolate it
@@ -109,7 +129,7 @@ class FolderStore:
                     letters=len(batch),
                     error=f"{type(exc).__name__}: {exc}",
                 )
-                results = [await self._store_alone(item) for item in batch]
+                results = [await self._store_alone(item, push=push) for item in batch]
         for item, (outcome, letter_id) in zip(batch, results, strict=True):
             self._log(item, outcome, letter_id)
         return [outcome for outcome, _ in results]
@@ -125,10 +145,10 @@ class FolderStore:
             sha256 = repo.sha256_of(message.raw)
         return repo.NewLetter(message, parsed, status, error, sha256)
 
-    async def _store_alone(self, item: repo.NewLetter) -> tuple[str, int | None]:
+    async def _store_alone(self, item: repo.NewLetter, *, push: bool) -> tuple[str, int | None]:
         """Store one letter in its own transaction, keeping it raw if even that fails."""
         try:
-            return (await self._transaction([item]))[0]
+            return (await self._transaction([item], push=push))[0]
         except LeaseLost:
             raise
         except Exception as exc:
@@ -149,17 +169,36 @@ class FolderStore:
         raw_only = repo.NewLetter(item.message, None, "failed", reason, item.sha256)
         return (await self._transaction([raw_only]))[0]
 
-    async def _transaction(self, batch: list[repo.NewLetter]) -> list[tuple[str, int | None]]:
-        """Run one transaction: move the cursor past the letters, then re-match or insert each one."""
+    async def _transaction(
+        self, batch: list[repo.NewLetter], *, push: bool = False
+    ) -> list[tuple[str, int | None]]:
+        """Run one transaction, giving way once to a push that waits for the gate meanwhile.
+
+        On SQLite a push's letter would wait for a backlog's whole group (32 letters, each
+        decided). Instead the group's transaction looks between its steps whether a push waits,
+        and if so rolls back and asks for the gate again, behind the push; the second time it
+        runs to its end, so a stream of pushes cannot hold a backlog back for good.
+        """
+        try:
+            return await self._transaction_once(batch, push=push, may_give_way=not push)
+        except _GiveWay:
+            return await self._transaction_once(batch, push=push, may_give_way=False)
+
+    async def _transaction_once(
+        self, batch: list[repo.NewLetter], *, push: bool, may_give_way: bool
+    ) -> list[tuple[str, int | None]]:
+        """Move the cursor past the letters, then re-match or insert each one, in one transaction."""
         results: dict[int, tuple[str, int | None]] = {}
         queued = 0
-        async with self._writing(), self.sessions.begin() as session:
+        give_way = functools.partial(self._give_way_if_pushed, may_give_way)
+        async with self._writing(push=push), self.sessions.begin() as session:
             folder = await repo.advance_and_load_folder(
                 session,
                 self.folder_id,
                 max(item.message.uid for item in batch),
                 owner=self.lease_owner,
             )
+            give_way()
             pending = batch
             if folder.uidvalidity_changes:
                 pending = []
@@ -177,8 +216,10 @@ class FolderStore:
                         results[item.message.uid] = ("rekeyed", letter_id)
             pending = await self._moved_here(session, folder, pending, results)
             pending = await self._sent_here(session, folder, pending, results)
+            give_way()
             first_sync = self.first_sync_mode == "record" and not folder.first_sync_done
             ids = await repo.insert_letters(session, folder, pending, first_sync=first_sync)
+            give_way()
             for item in pending:
                 letter_id = ids.get(item.message.uid)
                 results[item.message.uid] = (
@@ -186,7 +227,11 @@ class FolderStore:
                 )
             if self.decider is not None and not first_sync:
                 queued += await self.decider.apply(
-                    session, folder.account_id, _decidable(pending, ids), folder_id=folder.id
+                    session,
+                    folder.account_id,
+                    _decidable(pending, ids),
+                    folder_id=folder.id,
+                    between=give_way,
                 )
         if queued and self.on_queued is not None:
             self.on_queued()

@@ -22,6 +22,7 @@ from maild.db import autoreply as autoreply_db
 from maild.db import leases, migrate, notify
 from maild.db import outbox as outbox_db
 from maild.db.engine import create_engine, display_url, is_sqlite, session_factory
+from maild.db.gate import WriteGate
 from maild.db.tables import OutboxItem
 from maild.decide import Decider, RulesHolder
 from maild.dryrun.replay import database_errors, missing_sqlite_file, open_read_only
@@ -127,7 +128,7 @@ class Daemon:
         self.rules = RulesHolder(config.ruleset)
         self.dispatcher: Dispatcher | None = None
         self.autoreply: AutoreplyScheduler | None = None
-        self._write_gate: asyncio.Lock | None = None  # SQLite: the folders' writes take turns
+        self._write_gate: WriteGate | None = None  # SQLite: the folders' writes take turns
         self._priority = Priority()  # shared by every folder: pushes go ahead of backlogs
 
     async def run(self, *, once: bool = False) -> RunResult:
@@ -213,14 +214,14 @@ class Daemon:
             write_gate=self._sqlite_gate(),
         )
 
-    def _sqlite_gate(self) -> asyncio.Lock | None:
+    def _sqlite_gate(self) -> WriteGate | None:
         """Give the lock every writer of this process takes turns at on SQLite (None on PostgreSQL).
 
         SQLite has one writer, taken by sleeping and retrying: without a shared turn the
         dispatcher lost nearly every race to a folder's backlog, and its moves fell behind.
         """
         if self._write_gate is None and is_sqlite(self.config.database_url()):
-            self._write_gate = asyncio.Lock()
+            self._write_gate = WriteGate()
         return self._write_gate
 
     async def _run_all(

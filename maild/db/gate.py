@@ -47,6 +47,32 @@ class GatedSessions:
             yield session
 
 
+class WriteGate(asyncio.Lock):
+    """The lock one process's SQLite writers take turns at, which also counts the pushes waiting.
+
+    A backlog's transaction holding it looks at ``pushes_waiting`` between its statements and
+    gives way (rolls back, asks again) when a push waits, instead of making the push wait for
+    the whole group (``maild.pipeline``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pushes_waiting = 0
+
+    @asynccontextmanager
+    async def push_turn(self) -> AsyncIterator[None]:
+        """Hold the lock for a push, counted as waiting until it has the lock."""
+        self.pushes_waiting += 1
+        try:
+            await self.acquire()
+        finally:
+            self.pushes_waiting -= 1
+        try:
+            yield
+        finally:
+            self.release()
+
+
 def gated(sessions: async_sessionmaker[AsyncSession], gate: asyncio.Lock | None) -> Sessions:
     """Give the sessions behind the gate, or as they are when there is none (PostgreSQL)."""
     return sessions if gate is None else GatedSessions(sessions, gate)

@@ -54,9 +54,15 @@ class LetterSink(Protocol):
         ...
 
     async def store_many(
-        self, items: Sequence[tuple[FetchedMessage, ParsedLetter | None, str | None]]
+        self,
+        items: Sequence[tuple[FetchedMessage, ParsedLetter | None, str | None]],
+        *,
+        push: bool = False,
     ) -> list[str]:
-        """Store letters (in UID order) with the cursor; give each one's outcome name."""
+        """Store letters (in UID order) with the cursor; give each one's outcome name.
+
+        ``push``: the letters were heard in IDLE and are few; other folders' writes give way.
+        """
         ...
 
     async def synced(self) -> None:
@@ -412,7 +418,7 @@ class FolderPoller:
                     f"({self.options.max_letter_bytes}); only its header was stored"
                 )
             items.append((message, parsed, error))
-        outcomes = await self.sink.store_many(items)
+        outcomes = await self.sink.store_many(items, push=self._pushed)
         self._stored_through = group[-1][0].uid  # the transaction moved the cursor this far
         for (message, _), outcome in zip(group, outcomes, strict=True):
             self._count(message, outcome)

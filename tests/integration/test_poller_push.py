@@ -41,9 +41,12 @@ class CountingSink:
         await self.store.set_uidvalidity(uidvalidity, changed=changed)
 
     async def store_many(
-        self, items: Sequence[tuple[FetchedMessage, ParsedLetter | None, str | None]]
+        self,
+        items: Sequence[tuple[FetchedMessage, ParsedLetter | None, str | None]],
+        *,
+        push: bool = False,
     ) -> list[str]:
-        return await self.store.store_many(items)
+        return await self.store.store_many(items, push=push)
 
     async def synced(self) -> None:
         await self.store.synced()

@@ -43,7 +43,9 @@ class _Sink:
         self.uids: list[int] = []
         self.stored_bytes = 0
 
-    async def store_many(self, items: Sequence[tuple[FetchedMessage, Any, Any]]) -> list[str]:
+    async def store_many(
+        self, items: Sequence[tuple[FetchedMessage, Any, Any]], *, push: bool = False
+    ) -> list[str]:
         await asyncio.sleep(0.001)
         self.uids += [message.uid for message, _, _ in items]
         self.stored_bytes += sum(len(message.raw) for message, _, _ in items)
