@@ -29,6 +29,7 @@ from maild.core.letter import ParsedLetter
 from maild.db import outbox
 from maild.db.flags import use_potential_clients
 from maild.db.tables import utcnow
+from maild.db.users import NameOwner
 from maild.dryrun.trial import decide
 from maild.leads.book import LeadBook, LeadOutcome
 from maild.logging import get_logger
@@ -93,6 +94,7 @@ class Decider:
         ``between`` is called before each letter: it may raise to abandon the transaction.
         """
         queued = 0
+        owners: dict[str, list[NameOwner]] = {}  # by name, for this transaction's letters
         leads = self.leads if self.leads is not None and self.leads.policy.enabled else None
         potential = await use_potential_clients(session) if leads and letters else True
         for letter in letters:
@@ -117,6 +119,7 @@ class Decider:
                 addresses=self.addresses,
                 letter=letter.parsed,
                 decision=decision,
+                known=owners,
             )
             if chosen is not None:
                 await outbox.set_responsible(

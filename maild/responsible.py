@@ -66,13 +66,22 @@ async def choose(
     addresses: frozenset[str],
     letter: ParsedLetter,
     decision: Decision,
+    known: dict[str, list[NameOwner]] | None = None,
 ) -> Responsible | None:
-    """Give the letter's Responsible: a rule's choice wins, then the personal sender name."""
+    """Give the letter's Responsible: a rule's choice wins, then the personal sender name.
+
+    ``known`` keeps the owners of each name looked up in this transaction: a backlog's group
+    of letters mostly addresses the same few names, each a query otherwise.
+    """
     by_rule = rule_choice(decision)
     if by_rule is not None:
         return by_rule
     for name, header in addressed_names(letter, addresses):
-        owners = await owners_of_name(session, account_id, name)
+        owners = known.get(name) if known is not None else None
+        if owners is None:
+            owners = await owners_of_name(session, account_id, name)
+            if known is not None:
+                known[name] = owners
         if owners:
             return pick(owners, name, header)
     return None

@@ -132,3 +132,41 @@ async def test_changed_names_still_match(sessions: Any) -> None:
     both = await box.put(mail("Re: again", to="Anna Petrova <sales@corp.example>"), folder="INBOX")
     assert both.responsible_login is None
     assert both.responsible_reason.endswith("is ambiguous: anna, dina")
+
+
+async def test_a_group_looks_each_name_up_once(sessions: Any) -> None:
+    """Letters stored together that address the same names share one lookup each, same outcome."""
+    from sqlalchemy import event, select
+
+    from maild.core.letter import FetchedMessage
+    from maild.db.tables import Letter
+    from maild.ingest.parse import parse_letter
+
+    box = await open_box(sessions)
+    store = box.stores[("sales", "INBOX")]
+    names = ["Anna Petrova", "Boris Orlov", "Nobody Known"] * 4
+    raws = [mail(f"Hi {n}", to=f"{name} <sales@corp.example>") for n, name in enumerate(names)]
+    items = [
+        (FetchedMessage(uid=uid, raw=raw, size=len(raw)), parse_letter(raw), None)
+        for uid, raw in enumerate(raws, start=1)
+    ]
+    lookups: list[str] = []
+    engine = store.sessions.kw["bind"].sync_engine
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "user_sender_names" in statement and statement.lstrip().startswith("SELECT"):
+            lookups.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert await store.store_many(items) == ["stored"] * len(items)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(lookups) == 3
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Letter.uid, Letter.responsible_login)
+            .where(Letter.folder_id == store.folder_id)
+            .order_by(Letter.uid)
+        )
+        assert [login for _, login in rows] == ["anna", "boris", None] * 4
