@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
 import logging
 import sys
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -46,17 +48,50 @@ class _StderrLines:
     still go through the stdlib handler with the same processors.
     """
 
-    _lock = threading.Lock()
-
     def __init__(self, name: str = "") -> None:
         self.name = name
 
     def msg(self, line: str) -> None:
         """Write one rendered event; stderr is looked up each time, so a redirect is followed."""
-        with self._lock:
-            sys.stderr.write(line + "\n")
+        held = _held.get()
+        if held is not None:
+            held.append(line)
+            return
+        _write_lines([line])
 
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+_held: ContextVar[list[str] | None] = ContextVar("maild_held_log_lines", default=None)
+_write_lock = threading.Lock()
+
+
+def _write_lines(lines: list[str]) -> None:
+    """Write rendered events to stderr, whole lines only."""
+    with _write_lock:
+        for line in lines:
+            sys.stderr.write(line + "\n")
+
+
+@contextlib.contextmanager
+def held_until_done() -> Iterator[None]:
+    """Hold maild's log lines written in this block (this task only) and write them if it ends well.
+
+    A transaction that rolls back must not leave lines saying what it decided: the letters are
+    decided again, and logged, by the attempt that commits. Lines of a block that raises are
+    dropped; a block inside another hands its lines to the outer one.
+    """
+    outer = _held.get()
+    lines: list[str] = []
+    token = _held.set(lines)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+    if outer is not None:
+        outer.extend(lines)
+    else:
+        _write_lines(lines)
 
 
 def _stderr_lines(*args: Any) -> _StderrLines:

@@ -23,7 +23,7 @@ from maild.errors import LeaseLost, ParseError
 from maild.ingest.parse import HashedLetter
 from maild.ingest.poller import Cursor
 from maild.ingest.workers import ParserPool
-from maild.logging import get_logger
+from maild.logging import get_logger, held_until_done
 from maild.settings import Config
 
 log = get_logger(__name__)
@@ -188,9 +188,18 @@ class FolderStore:
         self, batch: list[repo.NewLetter], *, push: bool, may_give_way: bool
     ) -> list[tuple[str, int | None]]:
         """Move the cursor past the letters, then re-match or insert each one, in one transaction."""
+        give_way = functools.partial(self._give_way_if_pushed, may_give_way)
+        # What the decider logs stands only once committed: a rolled back group (given way,
+        # or failed and stored letter by letter) is decided and logged again.
+        with held_until_done():
+            return await self._transaction_body(batch, push=push, give_way=give_way)
+
+    async def _transaction_body(
+        self, batch: list[repo.NewLetter], *, push: bool, give_way: Callable[[], None]
+    ) -> list[tuple[str, int | None]]:
+        """Run the transaction itself; see ``_transaction_once``."""
         results: dict[int, tuple[str, int | None]] = {}
         queued = 0
-        give_way = functools.partial(self._give_way_if_pushed, may_give_way)
         async with self._writing(push=push), self.sessions.begin() as session:
             folder = await repo.advance_and_load_folder(
                 session,
