@@ -33,6 +33,7 @@ from maild.core.decision import LetterFacts  # noqa: E402
 from maild.ingest.parse import parse_letter  # noqa: E402
 from maild.rules.engine import evaluate  # noqa: E402
 from maild.settings import Config  # noqa: E402
+from maild.testing.configs import unreached_account  # noqa: E402
 from maild.testing.samples import random_letter  # noqa: E402
 
 SEED = 20261123
@@ -76,18 +77,7 @@ def config(rules: int) -> Config:
     rng = random.Random(SEED)
     return Config.model_validate(
         {
-            "accounts": [
-                {
-                    "name": "sales",
-                    "address": "sales@corp.example",
-                    "imap": {
-                        "host": "127.0.0.1",
-                        "security": "none",
-                        "username": "sales",
-                        "password_env": "UNUSED",
-                    },
-                }
-            ],
+            "accounts": [unreached_account()],
             "rules": [rule(i, rng) for i in range(rules)],
         }
     )

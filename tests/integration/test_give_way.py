@@ -16,6 +16,7 @@ from maild.decide import Decider, RulesHolder, StoredLetter
 from maild.ingest.parse import parse_letter
 from maild.pipeline import FolderStore, prepare_folders
 from maild.settings import Config
+from maild.testing.configs import unreached_account
 from maild.testing.samples import SALES, letter
 
 BACKLOG, PUSH = "Backlog", "Push"
@@ -25,19 +26,7 @@ def config() -> Config:
     """Give one account watching a backlog folder and a pushed one."""
     return Config.model_validate(
         {
-            "accounts": [
-                {
-                    "name": "sales",
-                    "address": SALES,
-                    "imap": {
-                        "host": "127.0.0.1",
-                        "security": "none",
-                        "username": "sales",
-                        "password_env": "UNUSED",
-                    },
-                    "folders": {"watch": [BACKLOG, PUSH]},
-                }
-            ],
+            "accounts": [unreached_account(address=SALES, watch=[BACKLOG, PUSH])],
         }
     )
 

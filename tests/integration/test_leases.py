@@ -24,6 +24,7 @@ from maild.errors import LeaseLost
 from maild.ingest.parse import parse_letter
 from maild.pipeline import FolderStore, prepare_folders
 from maild.settings import Config
+from maild.testing.configs import unreached_account
 
 pytestmark = pytest.mark.usefixtures("db_url")
 
@@ -37,23 +38,15 @@ def config(folders: int = 1) -> Config:
         {
             "smtp": {"host": "127.0.0.1", "security": "none"},
             "accounts": [
-                {
-                    "name": "sales",
-                    "address": "sales@corp.example",
-                    "imap": {
-                        "host": "127.0.0.1",
-                        "security": "none",
-                        "username": "sales",
-                        "password_env": "UNUSED",
-                    },
-                    "folders": {"watch": [f"F{n}" for n in range(folders)]},
-                    "autoreply": {
+                unreached_account(
+                    watch=[f"F{n}" for n in range(folders)],
+                    autoreply={
                         "enabled": True,
                         "start": (NOW - timedelta(days=1)).isoformat(),
                         "end": (NOW + timedelta(days=1)).isoformat(),
                         "text": "Away.",
                     },
-                }
+                )
             ],
             "rules": [
                 {

@@ -16,6 +16,7 @@ from maild.decide import Decider, RulesHolder
 from maild.ingest.parse import parse_letter
 from maild.pipeline import FolderStore, prepare_folders
 from maild.settings import Config
+from maild.testing.configs import unreached_account
 from maild.testing.samples import SALES, letter
 
 pytestmark = pytest.mark.usefixtures("db_url")
@@ -25,19 +26,7 @@ def config_with(rules: list[dict[str, Any]], **outbox_keys: Any) -> Config:
     return Config.model_validate(
         {
             "outbox": outbox_keys,
-            "accounts": [
-                {
-                    "name": "sales",
-                    "address": "sales@corp.example",
-                    "imap": {
-                        "host": "127.0.0.1",
-                        "security": "none",
-                        "username": "sales",
-                        "password_env": "UNUSED",
-                    },
-                    "folders": {"watch": ["INBOX"], "deleted": "Trash"},
-                }
-            ],
+            "accounts": [unreached_account(folders={"watch": ["INBOX"], "deleted": "Trash"})],
             "rules": rules,
         }
     )

@@ -12,6 +12,7 @@ from maild.db.gate import GatedSessions, gated
 from maild.outbox.dispatcher import Dispatcher
 from maild.runtime import Daemon, endpoint_for
 from maild.settings import Config
+from maild.testing.configs import unreached_account
 
 
 def config(url: str = "sqlite+aiosqlite:///var/maild.db") -> Config:
@@ -19,19 +20,7 @@ def config(url: str = "sqlite+aiosqlite:///var/maild.db") -> Config:
     return Config.model_validate(
         {
             "database": {"url": url},
-            "accounts": [
-                {
-                    "name": "sales",
-                    "address": "sales@corp.example",
-                    "imap": {
-                        "host": "127.0.0.1",
-                        "security": "none",
-                        "username": "sales",
-                        "password_env": "UNUSED",
-                    },
-                    "folders": {"watch": ["INBOX"]},
-                }
-            ],
+            "accounts": [unreached_account(watch=["INBOX"])],
         }
     )
 
