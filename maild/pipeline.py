@@ -120,7 +120,7 @@ class FolderStore:
             if database_away(exc):
                 raise  # nothing stored, cursor unmoved: the poller fetches them again later
             if len(batch) == 1:
-                results = [await self._keep_raw(batch[0], exc)]
+                results = [await self._keep_raw(batch[0], exc, push=push)]
             else:
                 log.warning(
                     "batch_failed",
@@ -154,9 +154,11 @@ class FolderStore:
         except Exception as exc:
             if database_away(exc):
                 raise
-            return await self._keep_raw(item, exc)
+            return await self._keep_raw(item, exc, push=push)
 
-    async def _keep_raw(self, item: repo.NewLetter, exc: Exception) -> tuple[str, int | None]:
+    async def _keep_raw(
+        self, item: repo.NewLetter, exc: Exception, *, push: bool
+    ) -> tuple[str, int | None]:
         """Store the raw letter flagged failed with the reason; if this fails too, raise (no advance)."""
         reason = f"storing the parsed letter failed: {type(exc).__name__}: {exc}"[:4000]
         log.warning(
@@ -167,7 +169,7 @@ class FolderStore:
             error=reason,
         )
         raw_only = repo.NewLetter(item.message, None, "failed", reason, item.sha256)
-        return (await self._transaction([raw_only]))[0]
+        return (await self._transaction([raw_only], push=push))[0]
 
     async def _transaction(
         self, batch: list[repo.NewLetter], *, push: bool = False
