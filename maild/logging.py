@@ -54,15 +54,25 @@ class _StderrLines:
     def msg(self, line: str) -> None:
         """Write one rendered event; stderr is looked up each time, so a redirect is followed."""
         held = _held.get()
-        if held is not None:
-            held.append(line)
+        if held is not None and held.open:
+            held.lines.append(line)
             return
         _write_lines([line])
 
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
 
-_held: ContextVar[list[str] | None] = ContextVar("maild_held_log_lines", default=None)
+class _Held:
+    """The lines one block holds; once it has ended, a task it started writes at once."""
+
+    __slots__ = ("lines", "open")
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.open = True
+
+
+_held: ContextVar[_Held | None] = ContextVar("maild_held_log_lines", default=None)
 _write_lock = threading.Lock()
 
 
@@ -82,16 +92,17 @@ def held_until_done() -> Iterator[None]:
     dropped; a block inside another hands its lines to the outer one.
     """
     outer = _held.get()
-    lines: list[str] = []
-    token = _held.set(lines)
+    held = _Held()
+    token = _held.set(held)
     try:
         yield
     finally:
+        held.open = False  # a task started in the block (its context copied) writes directly
         _held.reset(token)
-    if outer is not None:
-        outer.extend(lines)
+    if outer is not None and outer.open:
+        outer.lines.extend(held.lines)
     else:
-        _write_lines(lines)
+        _write_lines(held.lines)
 
 
 def _stderr_lines(*args: Any) -> _StderrLines:

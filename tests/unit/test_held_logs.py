@@ -60,3 +60,21 @@ async def test_other_tasks_write_at_once(capsys: pytest.CaptureFixture[str]) -> 
     release.set()
     await task
     assert capsys.readouterr().err == "held\n"
+
+
+async def test_a_task_started_in_the_block_writes_once_it_has_ended(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A task inherits the block's context; its lines after the block are written, not lost."""
+    out = _StderrLines("maild.test")
+    later = asyncio.Event()
+
+    async def background() -> None:
+        await later.wait()
+        out.msg("from a task started inside")
+
+    with held_until_done():
+        task = asyncio.ensure_future(background())
+    later.set()
+    await task
+    assert capsys.readouterr().err == "from a task started inside\n"
