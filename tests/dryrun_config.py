@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from click.testing import CliRunner, Result
+
+from maild.cli import main
 from maild.testing.samples import SALES, SUPPORT, demo_mailboxes, letter
 
 RULES = """
@@ -83,3 +86,16 @@ SPAM = letter(
     body="buy now",
     index=9,
 )
+
+
+def invoke(*args: str, stdin: str | None = None) -> Result:
+    """Run the maild command line in-process, as an admin would type it."""
+    return CliRunner().invoke(main, list(args), input=stdin)
+
+
+def upgraded_config(tmp_path: Path, db_url: str) -> Path:
+    """Write the config and create its schema with `maild db upgrade`, as an admin starts out."""
+    path = write_config(tmp_path, db_url)
+    result = invoke("db", "upgrade", "-c", str(path))
+    assert result.exit_code == 0, result.output
+    return path

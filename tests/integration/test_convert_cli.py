@@ -6,22 +6,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
-from maild.cli import main
 from maild.db.engine import create_engine, session_factory
 from maild.db.flags import use_potential_clients
 from maild.db.tables import Client, PotentialClient
 from maild.settings import load_config
 from maild.testing.parties import seed
-from tests.dryrun_config import write_config
+from tests.dryrun_config import invoke, upgraded_config, write_config
 
 pytestmark = pytest.mark.usefixtures("db_url")
-
-
-def invoke(*args: str, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), input=stdin)
 
 
 async def _seed(path: Path, count: int) -> None:
@@ -51,9 +45,7 @@ async def _state(path: Path) -> tuple[int, int, bool]:
 @pytest.fixture
 def config(db_url: str, tmp_path: Path) -> Path:
     """Write a config, create the schema with `maild db upgrade`, seed 20 potential clients."""
-    path = write_config(tmp_path, db_url)
-    result = invoke("db", "upgrade", "-c", str(path))
-    assert result.exit_code == 0, result.output
+    path = upgraded_config(tmp_path, db_url)
     asyncio.run(_seed(path, 20))
     return path
 

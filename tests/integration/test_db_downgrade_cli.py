@@ -11,11 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import make_url
 
-from maild.cli import main
 from maild.core.letter import FetchedMessage
 from maild.db import migrate
 from maild.db.engine import create_engine, session_factory
@@ -24,7 +22,7 @@ from maild.ingest.parse import parse_letter
 from maild.pipeline import FolderStore, prepare_folders
 from maild.settings import load_config
 from maild.testing.samples import letter
-from tests.dryrun_config import write_config
+from tests.dryrun_config import invoke, upgraded_config, write_config
 
 pytestmark = pytest.mark.usefixtures("db_url")
 
@@ -37,10 +35,6 @@ LETTER = letter(
 )
 
 Snapshot = tuple[str | None, list[str], list[tuple[int, str, str, str, str]]]
-
-
-def invoke(*args: str, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), input=stdin)
 
 
 async def _store_letter(path: Path) -> None:
@@ -96,9 +90,7 @@ async def _letter_count(path: Path) -> int:
 @pytest.fixture
 def config(db_url: str, tmp_path: Path) -> Path:
     """Write a config, create the schema with `maild db upgrade`, store one letter."""
-    path = write_config(tmp_path, db_url)
-    result = invoke("db", "upgrade", "-c", str(path))
-    assert result.exit_code == 0, result.output
+    path = upgraded_config(tmp_path, db_url)
     asyncio.run(_store_letter(path))
     return path
 
