@@ -274,12 +274,20 @@ async def _sent(sink: SmtpSink) -> bool:
     return len(sink.messages) == 1
 
 
+@pytest.mark.parametrize("batch_size", [None, 6], ids=["one-batch", "batches-of-6"])
 async def test_a_batch_of_letters_each_sent_and_filed_once(
-    dovecot: DovecotServer, tmp_path: Path, db_url: str, smtp_sink: SmtpSink
+    dovecot: DovecotServer, tmp_path: Path, db_url: str, smtp_sink: SmtpSink, batch_size: int | None
 ) -> None:
     """Letters claimed together go over several SMTP connections: each is sent once, filed once
-    with its UID, stored once as outgoing; a row that cannot be composed is dead, the rest go."""
+    with its UID, stored once as outgoing; a row that cannot be composed is dead, the rest go.
+
+    In batches of 6 the same holds across batches, and the chunks recorded span them.
+    """
     config, _, sent = _config(dovecot, tmp_path, db_url, smtp_sink.port)
+    if batch_size is not None:
+        config = config.model_copy(
+            update={"outbox": config.outbox.model_copy(update={"batch_size": batch_size})}
+        )
     assert (await Daemon(config).run(once=True)).ok
     count = 20
     for n in range(count):
