@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from maild.core.letter import FetchedMessage, ParsedLetter
@@ -109,13 +109,38 @@ async def load_send(session: AsyncSession, outbox_id: int, account_id: int) -> S
     )
 
 
+async def _within(
+    session: AsyncSession, ids: list[int], max_bytes: int
+) -> tuple[list[int], list[int]]:
+    """Split ids into those whose files fit in ``max_bytes`` together (one at least) and the rest."""
+    sizes = dict(
+        (
+            await session.execute(
+                select(OutboxAttachment.outbox_id, func.sum(func.length(OutboxAttachment.content)))
+                .where(OutboxAttachment.outbox_id.in_(ids))
+                .group_by(OutboxAttachment.outbox_id)
+            )
+        ).all()
+    )
+    held = 0
+    for number, outbox_id in enumerate(ids):
+        if number and held + int(sizes.get(outbox_id) or 0) > max_bytes:
+            return ids[:number], ids[number:]
+        held += int(sizes.get(outbox_id) or 0)
+    return ids, []
+
+
 async def load_sends(
-    session: AsyncSession, outbox_ids: Sequence[int], account_id: int
-) -> dict[int, SendRow]:
-    """Read many ``send`` rows in a few statements, with their progress: load_send for a batch."""
+    session: AsyncSession, outbox_ids: Sequence[int], account_id: int, *, max_bytes: int
+) -> tuple[dict[int, SendRow], list[int]]:
+    """Read many ``send`` rows in a few statements, with their progress: load_send for a batch.
+
+    Rows are read in the order given until their files hold ``max_bytes`` (one row always);
+    the ids of the rest come back unread, so a batch of big letters is not all in memory.
+    """
     if not outbox_ids:
-        return {}
-    ids = list(outbox_ids)
+        return {}, []
+    ids, later = await _within(session, list(outbox_ids), max_bytes)
     items = (await session.execute(select(OutboxItem).where(OutboxItem.id.in_(ids)))).scalars()
     rows = list(items)
     files: dict[int, list[FileRef]] = {}
@@ -154,7 +179,7 @@ async def load_sends(
             progress=dict(item.result or {}),
         )
         for item in rows
-    }
+    }, later
 
 
 async def author_of(session: AsyncSession, login: str | None, account_id: int) -> Author | None:

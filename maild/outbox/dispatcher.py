@@ -59,6 +59,10 @@ SMTP_CONNECTIONS = 8
 SEND_CHUNK = 32
 #: The most bytes one MULTIAPPEND files in Sent; a larger chunk takes several.
 MULTIAPPEND_BYTES = 16 * 1024 * 1024
+#: The attachments' bytes a batch reads before it gives its remaining rows back for the next
+#: claim (one row is always read), and the sent letters' bytes held until stored: so a batch of
+#: letters with 25 MB attached each is not all in memory at once.
+LOAD_BYTES = 64 * 1024 * 1024
 
 
 class Unperformable(MaildError):
@@ -521,7 +525,8 @@ class Dispatcher:
             return []
         try:
             account_id, folder_id = await self._sent_folder(account)
-            loaded = await self._load_sends(items, account_id, report)
+            loaded, later = await self._load_sends(items, account_id, report)
+            await self._give_back(later)
         except Exception as exc:  # the database away for a moment: retry each, as one by one
             for item in items:
                 await self._failed(item, exc, report)
@@ -533,6 +538,7 @@ class Dispatcher:
                 SEND_CHUNK,
                 lambda sent: self._store(account_id, folder_id, sent, report),
                 lambda stored: self._file_chunk(account, stored, report),
+                max_bytes=LOAD_BYTES,
             )
         await self._send_all(account, fresh, claimed, report, recorder)
         return [one.item for one in loaded if one.row.progress.get("stage") == "sent"]
@@ -563,7 +569,7 @@ class Dispatcher:
                 if sent is None:
                     recorder.unreserve()
                 else:
-                    recorder.add(sent)
+                    recorder.add(sent, len(sent.raw))
 
         try:
             senders = self._senders(len(letters))
@@ -605,13 +611,22 @@ class Dispatcher:
 
     async def _load_sends(
         self, items: list[outbox.ClaimedItem], account_id: int, report: DispatchReport
-    ) -> list[_Sending]:
-        """Read the rows with the files and letters they attach; a row that cannot be is parked."""
+    ) -> tuple[list[_Sending], list[outbox.ClaimedItem]]:
+        """Read the rows with the files and letters they attach; a row that cannot be is parked.
+
+        Rows past LOAD_BYTES of files come back untried (the second list), for the next claim.
+        """
         out: list[_Sending] = []
         bad: list[tuple[outbox.ClaimedItem, Exception]] = []
         async with self.sessions() as session:
-            rows = await sending.load_sends(session, [item.id for item in items], account_id)
+            rows, later_ids = await sending.load_sends(
+                session, [item.id for item in items], account_id, max_bytes=LOAD_BYTES
+            )
+            cut = set(later_ids)
+            later = [item for item in items if item.id in cut]
             for item in items:
+                if item.id in cut:
+                    continue
                 row = rows.get(item.id)
                 if row is None:
                     bad.append((item, Unperformable("the outbox row is gone")))
@@ -625,7 +640,13 @@ class Dispatcher:
                 out.append(_Sending(item, row, files, letters))
         for item, error in bad:
             await self._failed(item, error, report)
-        return out
+        return out, later
+
+    async def _give_back(self, items: list[outbox.ClaimedItem]) -> None:
+        """Release claimed rows untried, so the next claim takes them again at once."""
+        if items:
+            async with self.sessions.begin() as session:
+                await outbox.release(session, [item.id for item in items])
 
     async def _store(
         self, account_id: int, folder_id: int, sent: list[_Sending], report: DispatchReport

@@ -13,6 +13,7 @@ from sqlalchemy import insert, select
 
 from maild.db.engine import create_engine, session_factory
 from maild.db.tables import Folder, Lead, Letter, OutboxAttachment, OutboxItem, utcnow
+from maild.outbox import dispatcher
 from maild.outbox.crm import NewLetter, queue_letter
 from maild.outbox.letter import DraftError, FileAttachment
 from maild.runtime import Daemon
@@ -274,15 +275,29 @@ async def _sent(sink: SmtpSink) -> bool:
     return len(sink.messages) == 1
 
 
-@pytest.mark.parametrize("batch_size", [None, 6], ids=["one-batch", "batches-of-6"])
+@pytest.mark.parametrize(
+    ("batch_size", "load_bytes"),
+    [(None, None), (6, None), (None, 7000)],
+    ids=["one-batch", "batches-of-6", "two-letters-in-memory"],
+)
 async def test_a_batch_of_letters_each_sent_and_filed_once(
-    dovecot: DovecotServer, tmp_path: Path, db_url: str, smtp_sink: SmtpSink, batch_size: int | None
+    dovecot: DovecotServer,
+    tmp_path: Path,
+    db_url: str,
+    smtp_sink: SmtpSink,
+    batch_size: int | None,
+    load_bytes: int | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Letters claimed together go over several SMTP connections: each is sent once, filed once
     with its UID, stored once as outgoing; a row that cannot be composed is dead, the rest go.
 
-    In batches of 6 the same holds across batches, and the chunks recorded span them.
+    In batches of 6 the same holds across batches, and the chunks recorded span them. With
+    7,000 bytes to hold, a batch reads two letters' 3,000-byte files and gives the rest back
+    for the next claim, and the sent letters are recorded in chunks of one or two.
     """
+    if load_bytes is not None:
+        monkeypatch.setattr(dispatcher, "LOAD_BYTES", load_bytes)
     config, _, sent = _config(dovecot, tmp_path, db_url, smtp_sink.port)
     if batch_size is not None:
         config = config.model_copy(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 
@@ -60,6 +62,63 @@ async def test_sending_waits_while_two_chunks_are_not_stored() -> None:
     recorder.unreserve()
     await recorder.finish()
     assert [batch for kind, batch in log.events if kind == "file"] == [[0, 1], [2, 3]]
+
+
+async def test_big_letters_close_a_chunk_early_and_hold_sending_by_their_bytes() -> None:
+    """Half of max_bytes fills a chunk; while max_bytes are not stored, the next letter waits."""
+    log = Log()
+    log.release.clear()
+    recorder: Recorder[int, list[int]] = Recorder(32, log.store, log.file, max_bytes=100)
+    for n in range(4):  # 30 bytes each: a chunk of two (60 >= 50), then 120 held unstored
+        await recorder.reserve()
+        recorder.add(n, 30)
+    waiting = asyncio.ensure_future(recorder.reserve())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    log.release.set()
+    await asyncio.wait_for(waiting, 1)
+    recorder.add(4, 1)
+    await recorder.finish()
+    assert [batch for kind, batch in log.events if kind == "store"] == [[0, 1], [2, 3], [4]]
+
+
+async def test_a_letter_bigger_than_max_bytes_still_goes() -> None:
+    """One letter over the whole bound is stored alone and sending goes on: no deadlock."""
+    log = Log()
+    recorder: Recorder[int, list[int]] = Recorder(32, log.store, log.file, max_bytes=10)
+    for n in range(3):
+        await asyncio.wait_for(recorder.reserve(), 1)
+        recorder.add(n, 50)
+    await recorder.finish()
+    assert [batch for kind, batch in log.events if kind == "store"] == [[0], [1], [2]]
+
+
+async def test_a_filed_chunk_lets_its_letters_go_before_the_pass_ends() -> None:
+    """Once filed, a chunk's letters are freed at once, not held until finish: a long pass of
+    big letters does not keep every letter it sent."""
+
+    class Letter:
+        """A sent letter, watched by a weak reference."""
+
+    async def store(batch: list[Letter]) -> list[Letter]:
+        return batch
+
+    async def file(stored: list[Letter]) -> None:
+        await asyncio.sleep(0)
+
+    recorder: Recorder[Letter, list[Letter]] = Recorder(2, store, file)
+    watched = []
+    for _ in range(4):
+        letter = Letter()
+        watched.append(weakref.ref(letter))
+        await recorder.reserve()
+        recorder.add(letter, 10)
+    del letter
+    for _ in range(10):  # the two chunks are stored, then filed
+        await asyncio.sleep(0)
+    gc.collect()
+    assert [ref() for ref in watched[:2]] == [None, None]
+    await recorder.finish()
 
 
 async def test_a_failed_chunk_is_raised_at_finish_and_the_next_still_goes() -> None:
