@@ -60,7 +60,7 @@ SEND_CHUNK = 32
 #: The most bytes one MULTIAPPEND files in Sent; a larger chunk takes several.
 MULTIAPPEND_BYTES = 16 * 1024 * 1024
 #: The attachments' bytes a batch reads before it gives its remaining rows back for the next
-#: claim (one row is always read), and the sent letters' bytes held until stored: so a batch of
+#: claim (one row is always read), and the sent letters' bytes held until filed: so a batch of
 #: letters with 25 MB attached each is not all in memory at once.
 LOAD_BYTES = 64 * 1024 * 1024
 
