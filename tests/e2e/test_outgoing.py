@@ -294,7 +294,7 @@ async def test_a_batch_of_letters_each_sent_and_filed_once(
 
     In batches of 6 the same holds across batches, and the chunks recorded span them. With
     7,000 bytes to hold, a batch reads two letters' 3,000-byte files and gives the rest back
-    for the next claim, and the sent letters are recorded in chunks of one or two.
+    for the next claim, and the sent letters are recorded in chunks cut by their bytes.
     """
     if load_bytes is not None:
         monkeypatch.setattr(dispatcher, "LOAD_BYTES", load_bytes)

@@ -65,11 +65,11 @@ async def test_sending_waits_while_two_chunks_are_not_stored() -> None:
 
 
 async def test_big_letters_close_a_chunk_early_and_hold_sending_by_their_bytes() -> None:
-    """Half of max_bytes fills a chunk; while max_bytes are not stored, the next letter waits."""
+    """Half of max_bytes fills a chunk; while max_bytes are not filed, the next letter waits."""
     log = Log()
     log.release.clear()
     recorder: Recorder[int, list[int]] = Recorder(32, log.store, log.file, max_bytes=100)
-    for n in range(4):  # 30 bytes each: a chunk of two (60 >= 50), then 120 held unstored
+    for n in range(4):  # 30 bytes each: a chunk of two (60 >= 50), then 120 held unfiled
         await recorder.reserve()
         recorder.add(n, 30)
     waiting = asyncio.ensure_future(recorder.reserve())
