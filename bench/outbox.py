@@ -54,7 +54,7 @@ TARGET = 300.0
 SCRIPT = str(Path(__file__).resolve())
 
 
-def crm_letter(rng: random.Random, index: int) -> Any:
+def crm_letter(rng: random.Random, index: int, offer_bytes: int = 0) -> Any:
     """One CRM letter: a reply to a client with an offer and a price list attached."""
     from maild.outbox.crm import NewLetter
     from maild.outbox.letter import FileAttachment
@@ -70,7 +70,12 @@ def crm_letter(rng: random.Random, index: int) -> Any:
         html=f"<p>Dear client,</p><p>please find our offer <b>{index}</b> attached.</p>",
         author_login="anna",
         files=[
-            attachment(f"offer-{index}.pdf", "application/pdf", 10_000, 60_000),
+            attachment(
+                f"offer-{index}.pdf",
+                "application/pdf",
+                offer_bytes or 10_000,
+                offer_bytes or 60_000,
+            ),
             attachment(
                 "prices.xlsx",
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
@@ -89,6 +94,7 @@ def phase_maild(spec: dict[str, Any]) -> dict[str, Any]:
     from maild.db import migrate
     from maild.db.engine import create_engine, session_factory
     from maild.db.tables import OutboxItem
+    from maild.memory import unmap_big_blocks
     from maild.metrics import Metrics
     from maild.outbox.crm import queue_letter
     from maild.outbox.dispatcher import Dispatcher
@@ -97,6 +103,7 @@ def phase_maild(spec: dict[str, Any]) -> dict[str, Any]:
     from maild.settings import Config
 
     maild_logging.configure(spec["log_level"], json=True)
+    unmap_big_blocks()  # as ``maild run`` does at start
     config = Config.model_validate(spec["config"])
 
     async def run() -> dict[str, Any]:
@@ -109,7 +116,12 @@ def phase_maild(spec: dict[str, Any]) -> dict[str, Any]:
             began = time.perf_counter()
             async with sessions.begin() as session:
                 for index in range(spec["letters"]):
-                    await queue_letter(session, config, crm_letter(rng, index), key=f"b{index}")
+                    await queue_letter(
+                        session,
+                        config,
+                        crm_letter(rng, index, spec["offer_bytes"]),
+                        key=f"b{index}",
+                    )
             queued = time.perf_counter() - began
             dispatcher = Dispatcher(
                 sessions,
@@ -137,6 +149,7 @@ def phase_maild(spec: dict[str, Any]) -> dict[str, Any]:
             "statuses": statuses,
             "cpu": after["cpu_self"] - before["cpu_self"],
             "hwm_kb": after["hwm_self_kb"],
+            "queued_hwm_kb": before["hwm_self_kb"],
         }
 
     return asyncio.run(run())
@@ -206,6 +219,7 @@ def one_round(
             "label": kind,
             "config": config_for(server, url, sink.port, sent, workdir),
             "letters": args.letters,
+            "offer_bytes": int(args.offer_mb * MB),
             "log_level": args.log_level,
         }
         mine = run_phases(launcher, SCRIPT, "maild", [spec], workdir)[0]
@@ -215,7 +229,9 @@ def one_round(
         f"   maild ({DB_LABEL[kind]}): queued {args.letters:,} in {mine['queue_seconds']:.1f} s; "
         f"sent and filed in {mine['seconds']:.2f} s: {rate(mine['done'], mine['seconds']):,.1f} "
         f"letters/s ({size / MB:,.1f} MB); sink got {received:,}, Sent holds {filed:,}; "
-        f"outbox {mine['statuses']}; CPU {1000 * rate(mine['cpu'], mine['done']):.2f} ms/letter"
+        f"outbox {mine['statuses']}; CPU {1000 * rate(mine['cpu'], mine['done']):.2f} ms/letter; "
+        f"peak RSS {mine['hwm_kb'] / 1024:,.0f} MB ({mine['queued_hwm_kb'] / 1024:,.0f} MB "
+        "before the drain)"
     )
     if received != args.letters or filed != args.letters:
         raise RuntimeError(f"maild sent {received} and filed {filed} of {args.letters} letters")
@@ -245,6 +261,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--letters", type=int, help="CRM letters (1000; --quick 100)")
     parser.add_argument("--log-level", default="INFO", help="maild's log level (INFO)")
+    parser.add_argument(
+        "--offer-mb",
+        type=float,
+        default=0.0,
+        help="make every offer attachment this many MB (big letters; default 10-60 KB)",
+    )
     add_common_options(parser)
     args = parser.parse_args()
     args.letters = args.letters or (100 if args.quick else 1_000)

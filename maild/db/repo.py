@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -252,6 +252,8 @@ class NewLetter:
     status: str
     error: str | None
     sha256: str
+    #: Columns set at once rather than updated after: an update rewrites the whole row, raw too.
+    columns: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _letter_row(folder: FolderRow, item: NewLetter, first_sync: bool) -> dict[str, Any]:
@@ -276,6 +278,7 @@ def _letter_row(folder: FolderRow, item: NewLetter, first_sync: bool) -> dict[st
         "created_at": now,
         "updated_at": now,
         **letter_values(parsed),
+        **item.columns,
     }
 
 

@@ -235,22 +235,14 @@ async def store_sent(
         folder.id, folder.account_id, 0, folder.last_uid, True, folder.uidvalidity_changes
     )
     message = FetchedMessage(uid=-outbox_id, raw=raw, size=len(raw), internaldate=utcnow())
-    item = repo.NewLetter(message, parsed, "stored", None, repo.sha256_of(raw))
-    ids = await repo.insert_letters(session, placeholder, [item], first_sync=False)
-    letter_id = ids[-outbox_id]
     lead_id = (
         await session.execute(select(OutboxItem.lead_id).where(OutboxItem.id == outbox_id))
     ).scalar()
-    await session.execute(
-        update(Letter)
-        .where(Letter.id == letter_id)
-        .values(
-            direction="out",
-            responsible_login=author.login if author else None,
-            lead_id=lead_id,
-            lead_reason=f"sent for lead {lead_id}" if lead_id else "",
-        )
+    item = repo.NewLetter(
+        message, parsed, "stored", None, repo.sha256_of(raw), _outgoing(author, lead_id)
     )
+    ids = await repo.insert_letters(session, placeholder, [item], first_sync=False)
+    letter_id = ids[-outbox_id]
     progress = {"stage": "sent", "message_id": parsed.message_id, "letter_id": letter_id}
     await session.execute(
         update(OutboxItem)
@@ -292,31 +284,12 @@ async def store_sent_many(
             "stored",
             None,
             repo.sha256_of(sent.raw),
+            _outgoing(sent.author, sent.lead_id),
         )
         for sent in letters
     ]
     ids = await repo.insert_letters(session, placeholder, items, first_sync=False)
     stored = {sent.outbox_id: ids[-sent.outbox_id] for sent in letters}
-    letters_table: Table = Letter.__table__  # type: ignore[assignment]
-    await session.execute(
-        update(letters_table)
-        .where(letters_table.c.id == bindparam("b_id"))
-        .values(
-            direction="out",
-            responsible_login=bindparam("b_login"),
-            lead_id=bindparam("b_lead"),
-            lead_reason=bindparam("b_reason"),
-        ),
-        [
-            {
-                "b_id": stored[sent.outbox_id],
-                "b_login": sent.author.login if sent.author else None,
-                "b_lead": sent.lead_id,
-                "b_reason": f"sent for lead {sent.lead_id}" if sent.lead_id else "",
-            }
-            for sent in letters
-        ],
-    )
     rows: Table = OutboxItem.__table__  # type: ignore[assignment]
     await session.execute(
         update(rows)
@@ -355,6 +328,16 @@ async def store_sent_many(
             .values(last_used_at=now)
         )
     return stored
+
+
+def _outgoing(author: Author | None, lead_id: int | None) -> dict[str, Any]:
+    """Give the columns that make a stored letter one maild sent: its author, its lead."""
+    return {
+        "direction": "out",
+        "responsible_login": author.login if author else None,
+        "lead_id": lead_id,
+        "lead_reason": f"sent for lead {lead_id}" if lead_id else "",
+    }
 
 
 async def file_sent_many(session: AsyncSession, places: Sequence[tuple[int, int, int]]) -> None:

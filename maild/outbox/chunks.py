@@ -4,8 +4,10 @@ The dispatcher's SMTP connections never wait for the database or the IMAP server
 the relay took is added here; each full chunk is stored (after the chunk before it) and then
 filed in Sent (after the chunk before it), in tasks of their own. Sending waits only when two
 chunks' worth of letters are sent but not yet stored, so a crash resends at most that many.
-A chunk is also full at half of ``max_bytes``, and sending waits while the letters not yet
-filed hold ``max_bytes``: big letters are kept in memory a few at a time, not chunks of them.
+A chunk is also full at a quarter of ``max_bytes`` (SQLite holds two copies of a chunk's
+letters while it inserts them), and a letter waits before it is composed while
+the letters being composed, sent or not yet filed hold ``max_bytes``: big letters are kept in
+memory a few at a time, not chunks of them.
 """
 
 from __future__ import annotations
@@ -38,31 +40,48 @@ class Recorder(Generic[T, S]):
         self._room = asyncio.Semaphore(2 * size)
         self._max_bytes = max_bytes
         self._batch_bytes = 0
-        self._held_bytes = 0  # added, in chunks not yet filed or still gathering
+        self._held_bytes = 0  # reserved for letters on their way, or added and not yet filed
         self._less_held = asyncio.Event()
         self._stored: asyncio.Task[S] | None = None
         self._filed: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []  # chunks' tasks not yet done
         self._failures: list[BaseException] = []
 
-    async def reserve(self) -> None:
-        """Wait for room for one more letter: under two chunks not stored, under max_bytes not filed."""
+    async def reserve(self, size: int = 0) -> None:
+        """Wait for room for one more letter of about ``size`` bytes, then count them held.
+
+        There is room under two chunks not stored and while the letters composed or sent but
+        not yet filed hold under max_bytes; counted from before composing, so that letters on
+        their way to the relay are bounded too, not only those the relay took.
+        """
         await self._room.acquire()
         while self._held_bytes >= self._max_bytes:  # filed chunks bring it down
             self._less_held.clear()
             await self._less_held.wait()
+        self._held_bytes += size
 
-    def unreserve(self) -> None:
-        """Give back the room of a letter that was not sent after all."""
+    def unreserve(self, size: int = 0) -> None:
+        """Give back the room of a letter that was not sent after all, and its reserved bytes."""
         self._room.release()
+        self._release(size)
 
-    def add(self, item: T, size: int = 0) -> None:
-        """Take a letter the relay accepted, of ``size`` bytes; a full chunk starts being stored."""
+    def add(self, item: T, size: int = 0, *, reserved: int = 0) -> None:
+        """Take a letter the relay accepted, of ``size`` bytes; a full chunk starts being stored.
+
+        ``reserved`` is what ``reserve`` counted for it, now replaced by its real size.
+        """
         self._batch.append(item)
         self._batch_bytes += size
         self._held_bytes += size
-        if len(self._batch) >= self._size or 2 * self._batch_bytes >= self._max_bytes:
+        self._release(reserved)
+        if len(self._batch) >= self._size or 4 * self._batch_bytes >= self._max_bytes:
             self._flush()
+
+    def _release(self, size: int) -> None:
+        """Count bytes no longer held, and wake a letter waiting for room."""
+        if size:
+            self._held_bytes -= size
+            self._less_held.set()
 
     async def finish(self) -> None:
         """Store and file what is left; raise the first failure of any chunk's recording."""
@@ -83,6 +102,11 @@ class Recorder(Generic[T, S]):
     def _forget(self, task: asyncio.Task[Any]) -> None:
         """Let a finished chunk's task go, so its letters are freed; keep its failure for finish."""
         self._tasks.remove(task)
+        # the last chunk's tasks are kept only for the next to wait on: done, they hold letters
+        if self._stored is task:
+            self._stored = None
+        if self._filed is task:
+            self._filed = None
         failure = None if task.cancelled() else task.exception()
         if failure is not None:
             self._failures.append(failure)
@@ -120,5 +144,4 @@ class Recorder(Generic[T, S]):
                 await asyncio.wait([before])
             await self._file(done)
         finally:
-            self._held_bytes -= held
-            self._less_held.set()
+            self._release(held)

@@ -560,16 +560,14 @@ class Dispatcher:
 
         async def work(sender: SmtpSender) -> None:
             while waiting:
-                await recorder.reserve()
-                if not waiting:
-                    recorder.unreserve()
-                    return
                 one = waiting.popleft()
+                expected = _expected_size(one)
+                await recorder.reserve(expected)
                 sent = await self._send_one(account, sender, one, claimed, report)
                 if sent is None:
-                    recorder.unreserve()
+                    recorder.unreserve(expected)
                 else:
-                    recorder.add(sent, len(sent.raw))
+                    recorder.add(sent, len(sent.raw), reserved=expected)
 
         try:
             senders = self._senders(len(letters))
@@ -596,7 +594,8 @@ class Dispatcher:
         except Exception as exc:
             await self._failed(one.item, exc, report)
             return None
-        return replace(one, composed=composed)
+        # what it attached is in the composed bytes now: let it go before storing and filing
+        return replace(one, composed=composed, files=[], letters=[], row=replace(one.row, files=[]))
 
     async def _sent_folder(self, account: AccountConfig) -> tuple[int, int]:
         """Give the account's id and its Sent folder's row, looked up once per dispatcher."""
@@ -1114,6 +1113,16 @@ class Dispatcher:
         if account is None:
             raise Unperformable(f"account {name!r} is no longer in the config")
         return account
+
+
+def _expected_size(one: _Sending) -> int:
+    """Guess a letter's composed size before composing it: its files in base64, its letters.
+
+    Base64 gives 76 characters and a line end for every 57 bytes.
+    """
+    files = sum(len(item.content) for item in one.files)
+    texts = len(one.row.text_body) + len(one.row.html_body)
+    return files * 78 // 57 + sum(len(raw) for raw in one.letters) + 2 * texts + 4096
 
 
 def _by_size(stored: list[tuple[_Sending, int]], limit: int) -> list[list[tuple[_Sending, int]]]:

@@ -21,6 +21,7 @@ import base64
 import email.policy
 import email.utils
 import html
+import io
 import re
 import secrets
 from collections.abc import Sequence
@@ -42,7 +43,6 @@ _LINE_BREAK = re.compile(r"[\r\n\x00]")
 _FONT = re.compile(r"^[A-Za-z0-9 ,.\-']{1,120}$")
 _SIZE = re.compile(r"^\d+(?:\.\d+)?(?:pt|px|em|%)$")
 _MB = 1024 * 1024
-_BASE64_LINE = 76  # characters, as the email package writes them
 _HEADERS = mime.REGISTRY
 _REPEATED = frozenset({"Date", LOOP_HEADER})  # the same for many letters: folded once
 _POLICY = mime.POLICY
@@ -248,9 +248,10 @@ def _with_bodies(out: bytes, bodies: Sequence[tuple[bytes, bytes]]) -> bytes:
     letter with attachments; the same 76-column lines come from one C call here.
     """
     for marker, content in bodies:
-        whole = base64.b64encode(content)
-        lines = [whole[at : at + _BASE64_LINE] for at in range(0, len(whole), _BASE64_LINE)]
-        out = out.replace(marker, b"\r\n".join(lines), 1)
+        lines = io.BytesIO()
+        mime.write_base64(lines, content)
+        lines.truncate(max(lines.tell() - 2, 0))  # the line end after the last is the part's own
+        out = out.replace(marker, lines.getvalue(), 1)
     return out
 
 

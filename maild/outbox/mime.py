@@ -13,15 +13,16 @@ them; any other text part is written by the package itself.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP
-from typing import Any
+from typing import Any, BinaryIO
 
 __all__ = [
     "POLICY",
@@ -32,11 +33,13 @@ __all__ = [
     "letter_bytes",
     "repeated",
     "sender",
+    "write_base64",
 ]
 
 _CRLF = b"\r\n"
 _MAX_LINE = 78  # octets: the SMTP policy's max_line_length, the limit for 7bit and 8bit text
 _BASE64_LINE = 76  # characters, as the email package writes them
+_BASE64_BLOCK = 57 * 1024  # bytes encoded at a time: 1,024 whole lines of base64
 _DIGITS = re.compile(r"[0-9]")
 _SIMPLE_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _BOUNDARY = re.compile(r"maild-[0-9a-f]{24}")
@@ -150,8 +153,36 @@ def letter_bytes(
         if outer_alt:
             return head + version + alternative
         body = alternative
-    parts = [body, *(_file_part(item) for item in files)]
-    return head + version + _multipart("mixed", next(names), parts)
+    return _mixed(head + version, next(names), body, files)
+
+
+def _mixed(head: bytes, boundary: str, body: bytes, files: Sequence[FilePart]) -> bytes:
+    """Give the letter as ``_multipart("mixed", …)`` would, written once into one buffer.
+
+    A 25 MB file is not held as line objects, joined, then copied into each enclosing part:
+    the letter's bytes and one block of base64 are all that exist at a time.
+    """
+    out = io.BytesIO()
+    delimiter = b"--" + boundary.encode("ascii")
+    out.write(head + _boundary_line("mixed", boundary) + _CRLF + delimiter + _CRLF + body)
+    for item in files:
+        out.write(_CRLF + delimiter + _CRLF)
+        out.write(_file_headers(item.maintype, item.subtype, item.filename) + _CRLF)
+        write_base64(out, item.content)
+    out.write(_CRLF + delimiter + b"--" + _CRLF)
+    return out.getvalue()
+
+
+def write_base64(out: BinaryIO, content: bytes) -> None:
+    """Write bytes in base64 as the email package does: 76-column lines, each ending in CRLF.
+
+    A block of whole lines at a time, so that no list of every line is ever made.
+    """
+    view = memoryview(content)
+    for at in range(0, len(view), _BASE64_BLOCK):
+        encoded = binascii.b2a_base64(view[at : at + _BASE64_BLOCK], newline=False)
+        lines = [encoded[i : i + _BASE64_LINE] for i in range(0, len(encoded), _BASE64_LINE)]
+        out.write(_CRLF.join(lines) + _CRLF)
 
 
 def _multipart(subtype: str, boundary: str, parts: Sequence[bytes]) -> bytes:
@@ -210,13 +241,6 @@ def _text_headers(subtype: str, cte: str) -> bytes:
         for name, value in part.items()
         if name.lower() != "mime-version"
     )
-
-
-def _file_part(item: FilePart) -> bytes:
-    """Give a file's part: its headers, the blank line, its base64 in 76-column lines."""
-    encoded = base64.b64encode(item.content)
-    lines = [encoded[at : at + _BASE64_LINE] + _CRLF for at in range(0, len(encoded), _BASE64_LINE)]
-    return _file_headers(item.maintype, item.subtype, item.filename) + _CRLF + b"".join(lines)
 
 
 def _file_headers(maintype: str, subtype: str, filename: str) -> bytes:

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import ssl
 from collections.abc import Sequence
+from typing import Any
 
 import aiosmtplib
 from aiosmtplib.email import parse_address
@@ -34,6 +35,11 @@ log = get_logger(__name__)
 
 #: Seconds after a letter during which its connection is reused without a NOOP first.
 FRESH_SECONDS = 5.0
+
+#: Bytes of a letter handed to the socket at a time: the transport copies what waits.
+WRITE_CHUNK = 256 * 1024
+
+_END_OF_DATA = b".\r\n"
 
 #: What aiosmtplib and the socket layer raise on a failed connection, TLS or timeout.
 _CONNECTION_ERRORS = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, OSError)
@@ -335,7 +341,7 @@ async def _sendmail(
     if utf8 and not client.supports_extension("smtputf8"):
         raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
     encoding = "utf-8" if utf8 else "ascii"
-    data, size = wire_data(raw)
+    data, size = wire_body(raw)
     if client.supports_extension("size"):
         options = [f"size={size}", *options]
     try:
@@ -361,23 +367,90 @@ async def _sendmail(
     return refused
 
 
-async def _data(client: aiosmtplib.SMTP, data: bytes) -> None:
-    """Send DATA and the prepared letter, and read the relay's verdict on it."""
+async def _data(client: aiosmtplib.SMTP, body: bytes) -> None:
+    """Send DATA and the prepared letter a piece at a time, and read the relay's verdict on it."""
     start = await client.execute_command(b"DATA")
     if start.code != 354:
         raise aiosmtplib.SMTPDataError(start.code, start.message)
     protocol = client.protocol
     if protocol is None:
         raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    # Waiting for the reply before the first byte goes: a reply cannot arrive unawaited.
+    reply = asyncio.ensure_future(protocol.read_response(timeout=client.timeout))
     try:
-        # No await between the write and the read: the reply cannot arrive unawaited.
-        protocol.write(data)
-        reply = await protocol.read_response(timeout=client.timeout)
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        await asyncio.sleep(0)
+        whole = await _write_body(protocol, body, reply)
+        response = await reply
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, ConnectionError):
         client.close()
         raise
-    if reply.code != 250:
-        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    finally:
+        if not reply.done():
+            reply.cancel()
+        reply.add_done_callback(_retrieved)
+    if not whole:  # the relay spoke before the end of the letter: the session is out of step
+        client.close()
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    if not whole:
+        raise aiosmtplib.SMTPServerDisconnected("the relay answered before the letter's end")
+
+
+async def _write_body(
+    protocol: SMTPProtocol, body: bytes, reply: asyncio.Future[aiosmtplib.SMTPResponse]
+) -> bool:
+    """Write the letter and its final dot, waiting while the socket is behind; tell if all went.
+
+    The transport copies whatever the socket does not take at once: written whole, a 25 MB
+    letter would be in memory twice more until it is gone.
+    """
+    view = memoryview(body)
+    for at in range(0, len(view), WRITE_CHUNK):
+        if reply.done():
+            return False
+        _write(protocol, view[at : at + WRITE_CHUNK])
+        if not await _drained(protocol, reply):
+            return False
+    if reply.done():
+        return False
+    _write(protocol, _END_OF_DATA)
+    return True
+
+
+async def _drained(protocol: SMTPProtocol, reply: asyncio.Future[aiosmtplib.SMTPResponse]) -> bool:
+    """Wait until the socket took what waits to be sent; False if the reply came first.
+
+    A relay that answers early may stop reading: then only its reply (or the reply's
+    timeout) ends the wait, never a drain that will not come.
+    """
+    transport = protocol.transport
+    if isinstance(transport, asyncio.WriteTransport) and not transport.get_write_buffer_size():
+        return True
+    drain = asyncio.ensure_future(protocol._drain_helper())  # aiosmtplib's flow control
+    try:
+        await asyncio.wait((drain, reply), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not drain.done():
+            drain.cancel()
+        drain.add_done_callback(_retrieved)
+    if not drain.done() or drain.cancelled():
+        return False
+    drain.result()  # a lost connection raises here
+    return True
+
+
+def _write(protocol: SMTPProtocol, data: bytes | memoryview) -> None:
+    """Hand bytes to the transport without copying them, as ``SMTPProtocol.write`` does bytes."""
+    transport = protocol.transport
+    if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    transport.write(data)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a reply nobody will read as seen, so its error is not reported as lost."""
+    if not future.cancelled():
+        future.exception()
 
 
 def wire_data(raw: bytes) -> tuple[bytes, int]:
@@ -386,15 +459,25 @@ def wire_data(raw: bytes) -> tuple[bytes, int]:
     Also gives its size for SIZE (RFC 1870): the octets with CRLF line ends, before the
     dots. The same bytes as aiosmtplib's regular expressions give, for any letter.
     """
+    body, size = wire_body(raw)
+    return body + _END_OF_DATA, size
+
+
+def wire_body(raw: bytes) -> tuple[bytes, int]:
+    """Give the letter as DATA carries it before the final dot, and its size for SIZE.
+
+    A letter maild composed (CRLF line ends, no line starting with a dot, such as base64
+    attachments) is given back as it is, not copied.
+    """
     crlf = raw.count(b"\r\n")
     if raw.count(b"\r") == crlf == raw.count(b"\n"):
         lines = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
     else:  # a bare CR or LF somewhere: aiosmtplib's own normalization
         lines = normalize_message_line_endings(raw)
-    data = lines.replace(b"\n.", b"\n..")
+    data = lines.replace(b"\n.", b"\n..") if b"\n." in lines else lines
     if data.startswith(b"."):
         data = b"." + data
-    return data + b".\r\n", len(lines)
+    return data, len(lines)
 
 
 async def _closed(

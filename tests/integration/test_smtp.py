@@ -509,3 +509,70 @@ async def test_a_connection_closed_under_a_fresh_one_is_replaced_at_mail() -> No
     assert relay.letters == 3
     assert relay.sessions[0] == ["EHLO", "MAIL", "RCPT", "DATA", "MAIL"]
     assert relay.sessions[1] == ["EHLO", "MAIL", "RCPT", "DATA", "MAIL", "RCPT", "DATA", "QUIT"]
+
+
+def big_letter() -> bytes:
+    """A 3 MB letter, far over one write to the socket, with lines that start with a dot."""
+    lines = [b"From: sales@corp.example", b"To: boss@corp.example", b"Subject: big", b""]
+    lines += [b".%07d a line of the letter that goes out in pieces" % n for n in range(60_000)]
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+@pytest.mark.parametrize("security", ["none", "tls"])
+async def test_a_big_letter_goes_in_pieces_and_arrives_intact(
+    security: str, smtp_sink: SmtpSink, tls_sink: SmtpSink
+) -> None:
+    """A letter many times one write goes out a piece at a time and arrives byte for byte."""
+    sink = tls_sink if security == "tls" else smtp_sink
+    sender = make_sender(sink)
+    raw = big_letter()
+    try:
+        await sender.send(raw, sender=SENDER, recipients=[TO])
+        await sender.send(RAW, sender=SENDER, recipients=[TO])  # the connection is still in step
+    finally:
+        await sender.close()
+    first, second = await sink.wait_for(2)
+    assert (first.content, second.content) == (raw, RAW)
+
+
+async def test_a_relay_that_answers_before_the_end_of_a_letter_is_not_waited_for() -> None:
+    """A relay that refuses a big letter halfway and stops reading gives its reply at once:
+    sending stops there instead of waiting for a socket that will not drain."""
+    hold = asyncio.Event()
+
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 relay.test ESMTP\r\n")
+        while line := await reader.readline():
+            verb = line.split()[0].upper() if line.strip() else b""
+            if verb == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                await writer.drain()
+                await reader.readexactly(100_000)
+                await asyncio.sleep(0.5)  # the client's socket fills up meanwhile
+                writer.write(b"552 5.3.4 message too big for this relay\r\n")
+                await writer.drain()
+                await hold.wait()  # reads nothing more, hangs up only when the test ends
+                break
+            writer.write(
+                b"250-relay.test\r\n250 8BITMIME\r\n" if verb == b"EHLO" else b"250 ok\r\n"
+            )
+            await writer.drain()
+        writer.close()
+
+    server, port = await _server(early)
+    sender = SmtpSender(
+        SmtpConfig(host="127.0.0.1", port=port, security="none"),
+        timeout=30.0,
+        local_hostname="maild.test",
+    )
+    try:
+        with pytest.raises(SmtpPermanentError, match="552") as info:
+            await asyncio.wait_for(
+                sender.send(big_letter() * 10, sender=SENDER, recipients=[TO]), 10
+            )
+        assert info.value.code == 552
+    finally:
+        hold.set()
+        await sender.close()
+        server.close()
+        await server.wait_closed()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import io
 import random
 import re
 import secrets
@@ -15,6 +16,7 @@ import pytest
 
 from maild.core.robots import LOOP_HEADER
 from maild.outbox import letter as letter_module
+from maild.outbox import mime
 from maild.outbox.letter import Draft, FileAttachment, compose
 
 NOW = datetime(2026, 11, 24, 1, 2, 3, tzinfo=UTC)
@@ -145,7 +147,7 @@ def random_draft(rng: random.Random) -> Draft:
         FileAttachment(
             rng.choice(names),
             rng.choice(TYPES),
-            rng.randbytes(rng.choice([0, 1, 56, 57, 58, 1000, 30_000])),
+            rng.randbytes(rng.choice([0, 1, 56, 57, 58, 1000, 30_000, 57 * 1024 + 1, 150_000])),
         )
         for n in range(rng.choice([0, 0, 1, 2, 3]))
     ]
@@ -215,3 +217,12 @@ def test_stored_view_matches_the_headers() -> None:
     parsed = email.message_from_bytes(out.raw)
     assert out.parsed.message_id == parsed["Message-ID"]
     assert out.parsed.sent_at == NOW
+
+
+@pytest.mark.parametrize("size", [0, 1, 57, 58, 57 * 1024 - 1, 57 * 1024, 57 * 1024 + 1, 200_003])
+def test_base64_is_written_in_blocks_as_whole_lines(size: int) -> None:
+    """Block by block, the base64 is the same 76-column CRLF lines as one encoding of it all."""
+    data = random.Random(size).randbytes(size)
+    out = io.BytesIO()
+    mime.write_base64(out, data)
+    assert out.getvalue() == base64.encodebytes(data).replace(b"\n", b"\r\n")

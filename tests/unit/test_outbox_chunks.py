@@ -65,21 +65,39 @@ async def test_sending_waits_while_two_chunks_are_not_stored() -> None:
 
 
 async def test_big_letters_close_a_chunk_early_and_hold_sending_by_their_bytes() -> None:
-    """Half of max_bytes fills a chunk; while max_bytes are not filed, the next letter waits."""
+    """A quarter of max_bytes fills a chunk; while max_bytes are not filed, the next letter waits."""
     log = Log()
     log.release.clear()
     recorder: Recorder[int, list[int]] = Recorder(32, log.store, log.file, max_bytes=100)
-    for n in range(4):  # 30 bytes each: a chunk of two (60 >= 50), then 120 held unfiled
+    for n in range(7):  # 15 bytes each: chunks of two (30 >= 25), then 105 held unfiled
         await recorder.reserve()
-        recorder.add(n, 30)
+        recorder.add(n, 15)
     waiting = asyncio.ensure_future(recorder.reserve())
     await asyncio.sleep(0.01)
     assert not waiting.done()
     log.release.set()
     await asyncio.wait_for(waiting, 1)
-    recorder.add(4, 1)
+    recorder.add(7, 1)
     await recorder.finish()
-    assert [batch for kind, batch in log.events if kind == "store"] == [[0, 1], [2, 3], [4]]
+    stores = [batch for kind, batch in log.events if kind == "store"]
+    assert stores == [[0, 1], [2, 3], [4, 5], [6, 7]]
+
+
+async def test_bytes_reserved_before_sending_count_until_given_back() -> None:
+    """Letters still being composed or sent hold their bytes too: the next one waits for them."""
+    log = Log()
+    recorder: Recorder[int, list[int]] = Recorder(32, log.store, log.file, max_bytes=100)
+    await recorder.reserve(60)
+    await recorder.reserve(50)  # under the bound when asked: goes, and now 110 are held
+    waiting = asyncio.ensure_future(recorder.reserve(10))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    recorder.unreserve(50)  # that letter was not sent after all
+    await asyncio.wait_for(waiting, 1)
+    recorder.add(0, 70, reserved=60)  # the relay took it: its real size replaces the guess
+    recorder.add(1, 5, reserved=10)
+    await recorder.finish()
+    assert [batch for kind, batch in log.events if kind == "store"] == [[0], [1]]
 
 
 async def test_a_letter_bigger_than_max_bytes_still_goes() -> None:
