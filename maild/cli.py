@@ -294,6 +294,7 @@ def rules_test(
     no mailbox or database is touched and no secret is read.
     """
     from maild.dryrun import report
+    from maild.dryrun.outlook import outlook
     from maild.dryrun.trial import UnknownPlace, choose_place, try_letter
 
     config = _load(config_path, check_secrets=False)
@@ -307,10 +308,11 @@ def rules_test(
     except ParseError as exc:
         name = getattr(letter, "name", None)
         _fail(f"{name if isinstance(name, str) else '<stdin>'}: {exc}")
+    view = outlook(config, account, folder, trial.letter, trial.decision)
     if as_json:
-        click.echo(report.to_json(report.trial_json(trial)))
+        click.echo(report.to_json(report.trial_json(trial, view)))
         return
-    for line in report.trial_lines(trial, [rule.name for rule in config.ruleset.rules]):
+    for line in report.trial_lines(trial, [rule.name for rule in config.ruleset.rules], view):
         click.echo(line)
 
 

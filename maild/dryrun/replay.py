@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from maild.core.decision import Decision
 from maild.core.letter import ParsedLetter
 from maild.db import migrate, repo
 from maild.db.engine import create_engine, is_sqlite, session_factory
+from maild.dryrun.outlook import Outlook, outlook
 from maild.dryrun.trial import decide
 from maild.errors import DatabaseError, ParseError, SchemaOutOfDate
 from maild.ingest.workers import ParserPool
@@ -51,6 +52,7 @@ class Replayed:
     letter: ParsedLetter | None
     decision: Decision | None
     error: str | None = None
+    outlook: Outlook | None = None
 
     @property
     def header_only(self) -> bool:
@@ -67,6 +69,7 @@ class ReplaySummary:
     not_evaluated: int = 0
     header_only: int = 0
     implicit_keeps: int = 0
+    leads_opened: int = 0
     effects: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -82,6 +85,8 @@ class ReplaySummary:
             return
         self.header_only += item.header_only
         self.implicit_keeps += item.decision.implicit_keep
+        lead = item.outlook.lead if item.outlook is not None else None
+        self.leads_opened += lead is not None and lead.opens
         for hit in item.decision.hits:
             self.matched[hit.rule] = self.matched.get(hit.rule, 0) + 1
         for effect in item.decision.effects:
@@ -168,7 +173,7 @@ async def replay(
                 stored = await repo.stored_letters(session, page)
             futures = parser.submit_many([item.raw for item in stored])
             for item, parsed in zip(stored, futures, strict=True):
-                replayed = await _evaluate(ruleset, item, parsed)
+                replayed = _with_outlook(config, await _evaluate(ruleset, item, parsed))
                 summary.add(replayed)
                 emit(replayed)
     finally:
@@ -201,3 +206,11 @@ async def _evaluate(
         decision=decision,
         error=error,
     )
+
+
+def _with_outlook(config: Config, item: Replayed) -> Replayed:
+    """Add the lead verdict and the Responsible to an evaluated letter, as ``rules test`` shows."""
+    if item.letter is None or item.decision is None:
+        return item
+    view = outlook(config, item.account, item.folder, item.letter, item.decision)
+    return replace(item, outlook=view)

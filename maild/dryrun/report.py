@@ -19,11 +19,13 @@ from maild.core.decision import (
     SetResponsible,
 )
 from maild.core.letter import ParsedLetter
+from maild.dryrun.outlook import Outlook
 from maild.dryrun.replay import Replayed, ReplaySummary
 from maild.dryrun.trial import Trial
 
 SUBJECT_WIDTH = 60
 IMPLICIT_KEEP = "implicit keep: no rule matched, the letter stays where it is"
+NOBODY = "nobody: no rule sets one, and no personal sender name of [[users]] is addressed"
 
 
 def printable(text: str) -> str:
@@ -84,8 +86,31 @@ def rule_lines(decision: Decision, rules: Sequence[str]) -> list[str]:
     return lines
 
 
-def trial_lines(trial: Trial, rules: Sequence[str]) -> list[str]:
-    """Render a tried letter: the letter, every rule, then the effects, the stop or the implicit keep."""
+def outlook_lines(view: Outlook) -> list[str]:
+    """Render the lead verdict and the Responsible the daemon would record."""
+    lead = view.lead
+    if lead is None:
+        lines = ["lead: none: the account counts no letters as leads"]
+    else:
+        lines = [f"lead: {'opens one' if lead.opens else 'none'}: {printable(lead.reason)}"]
+        if lead.opens:
+            lines.append(f"  shown in scenarios: {', '.join(lead.scenarios) or 'none'}")
+        if lead.may_join:
+            cites = "; ".join(printable(item) for item in lead.may_join)
+            lines.append(f"  joins the lead of a stored letter instead, if one matches: {cites}")
+    chosen = view.responsible
+    if chosen is None:
+        lines.append(f"responsible: {NOBODY}")
+    elif chosen.login is None:
+        lines.append(f"responsible: nobody: {printable(chosen.reason)}")
+    else:
+        lines.append(f"responsible: {chosen.login} ({printable(chosen.reason)})")
+    return lines
+
+
+def trial_lines(trial: Trial, rules: Sequence[str], view: Outlook) -> list[str]:
+    """Render a tried letter: the letter, every rule, the effects, the stop or the implicit keep,
+    then the lead and the Responsible."""
     letter, decision = trial.letter, trial.decision
     lines = [
         f"letter {printable(letter.message_id) or '(no Message-ID)'}: "
@@ -104,20 +129,21 @@ def trial_lines(trial: Trial, rules: Sequence[str]) -> list[str]:
         lines.append(f"stopped by: {printable(decision.stopped_by)}")
     if decision.implicit_keep:
         lines.append(IMPLICIT_KEEP)
-    return lines
+    return lines + outlook_lines(view)
 
 
 def _letter_fields(letter: ParsedLetter, decision: Decision) -> dict[str, Any]:
     return {"message_id": letter.message_id, "subject": letter.subject, **decision.as_dict()}
 
 
-def trial_json(trial: Trial) -> dict[str, Any]:
-    """Give the JSON document of a tried letter: where it was tried, then Decision.as_dict()."""
+def trial_json(trial: Trial, view: Outlook) -> dict[str, Any]:
+    """Give the JSON document of a tried letter: where, Decision.as_dict(), lead and Responsible."""
     return {
         "account": trial.account,
         "folder": trial.folder,
         "size": trial.size,
         **_letter_fields(trial.letter, trial.decision),
+        **view.as_dict(),
     }
 
 
@@ -159,7 +185,8 @@ def replayed_json(item: Replayed) -> dict[str, Any]:
     if item.decision is None or item.letter is None:
         out["error"] = item.error
         return out
-    return out | _letter_fields(item.letter, item.decision)
+    view = item.outlook.as_dict() if item.outlook is not None else {}
+    return out | _letter_fields(item.letter, item.decision) | view
 
 
 def summary_lines(summary: ReplaySummary) -> list[str]:
@@ -175,6 +202,7 @@ def summary_lines(summary: ReplaySummary) -> list[str]:
     lines.append("effects per kind:" if summary.effects else "effects per kind: none")
     lines.extend(f"  {kind}: {count}" for kind, count in summary.effects.items())
     lines.append(f"implicit keeps: {summary.implicit_keeps}")
+    lines.append(f"leads opened: {summary.leads_opened}")
     return lines
 
 
@@ -186,6 +214,7 @@ def summary_json(summary: ReplaySummary) -> dict[str, Any]:
             "not_evaluated": summary.not_evaluated,
             "header_only": summary.header_only,
             "implicit_keeps": summary.implicit_keeps,
+            "leads_opened": summary.leads_opened,
             "matched": summary.matched,
             "effects": summary.effects,
         }

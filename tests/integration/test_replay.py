@@ -192,6 +192,7 @@ def test_replay_agrees_with_rules_test(config: Path, monkeypatch: pytest.MonkeyP
         "not_evaluated": 1,
         "header_only": 1,
         "implicit_keeps": 2,
+        "leads_opened": 0,
         "matched": {"spam": 1, "quotes": 1, "web leads": 2, "with attachment": 2, "big": 1},
         "effects": {
             "forward": 1,
@@ -256,6 +257,7 @@ def test_text_lines_and_summary(config: Path) -> None:
         "  copy: 1",
         "  move: 1",
         "implicit keeps: 0",
+        "leads opened: 0",
     ]
 
 

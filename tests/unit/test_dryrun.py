@@ -17,11 +17,12 @@ from maild.dryrun.trial import parse_when
 from maild.ingest.parse import parse_letter
 from maild.rules.engine import evaluate
 from maild.settings import load_config
-from maild.testing.samples import MALFORMED, letter
+from maild.testing.samples import MALFORMED, SALES, letter
 from tests.dryrun_config import (
     DAMAGED,
     QUOTE,
     QUOTE_REPLY,
+    RULES,
     SPAM,
     TRACKING,
     WEB_FORM,
@@ -60,6 +61,8 @@ def test_hit_miss_stop_and_not_tried(config: Path) -> None:
         "  forward to accounting@corp.example (attach)",
         "  add flag \\Seen",
         "stopped by: quotes",
+        "lead: none: the account counts no letters as leads",
+        "responsible: nobody: no rule sets one, and no personal sender name of [[users]] is addressed",
     ]
 
 
@@ -98,7 +101,7 @@ def test_implicit_keep(config: Path) -> None:
     """When nothing matches, the output says so and lists no effects."""
     result = rules_test(config, TRACKING, "--account", "support")
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-2:] == [
+    assert result.stdout.splitlines()[-4:-2] == [
         "effects: none",
         "implicit keep: no rule matched, the letter stays where it is",
     ]
@@ -109,7 +112,7 @@ def test_no_rules_is_an_implicit_keep(tmp_path: Path) -> None:
     result = rules_test(write_config(tmp_path, rules=""), QUOTE)
     assert result.exit_code == 0, result.output
     assert "rules: none configured" in result.stdout
-    assert result.stdout.splitlines()[-1].startswith("implicit keep")
+    assert result.stdout.splitlines()[-3].startswith("implicit keep")
 
 
 def test_json_is_the_decision_with_the_place(config: Path) -> None:
@@ -129,6 +132,8 @@ def test_json_is_the_decision_with_the_place(config: Path) -> None:
         "message_id": parsed.message_id,
         "subject": "Delivery damaged",
         **decision.as_dict(),
+        "lead": None,
+        "responsible": None,
     }
     assert document["effects"] == [
         {"kind": "copy", "folder": "Attachments"},
@@ -236,3 +241,107 @@ def test_replay_pages_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = [(1, 10), (2, 10), (3, 10), (4, 10), (5, 500), (6, 60), (7, 60)]
     assert list(pages(rows)) == [[1, 2, 3], [4], [5], [6], [7]]
     assert list(pages([])) == []
+
+
+LEADS = """
+[[scenarios]]
+name = "web"
+leads_from = { sales = ["Leads/Web"] }
+
+[[users]]
+login = "anna"
+sender_names = { sales = "Anna Petrova" }
+"""
+
+
+@pytest.fixture
+def leads_config(tmp_path: Path) -> Path:
+    """The shared config with sales' Leads/Web a lead source, a scenario showing it, and Anna."""
+    return with_leads(write_config(tmp_path, rules=RULES + LEADS))
+
+
+def with_leads(path: Path) -> Path:
+    """Make sales' Leads/Web folder a lead source in a written config."""
+    text = path.read_text(encoding="utf-8").replace(
+        'folders = { watch = ["INBOX", "Leads/Web"] }',
+        'folders = { watch = ["INBOX", "Leads/Web"] }\n'
+        'leads = { source = "selected", folders = ["Leads/Web"] }',
+    )
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_lead_and_responsible_by_rule(leads_config: Path) -> None:
+    """A letter in a lead-source folder opens a lead the scenario shows; a rule names its owner."""
+    result = rules_test(leads_config, WEB_FORM, "--folder", "Leads/Web")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-3:] == [
+        "lead: opens one: folder Leads/Web is a lead source",
+        "  shown in scenarios: web",
+        "responsible: j.smith (rule web leads)",
+    ]
+    document = json.loads(
+        rules_test(leads_config, WEB_FORM, "--folder", "Leads/Web", "--json").stdout
+    )
+    assert document["lead"] == {
+        "opens": True,
+        "reason": "folder Leads/Web is a lead source",
+        "scenarios": ["web"],
+        "may_join": [],
+    }
+    assert document["responsible"] == {"login": "j.smith", "reason": "rule web leads"}
+
+
+def test_a_reply_to_a_personal_name_outside_the_lead_folders(leads_config: Path) -> None:
+    """A reply addressed to Anna's sender name names her; in INBOX it opens no lead, and what it
+    cites is listed as what would join a stored lead instead."""
+    raw = letter(
+        sender=("Client", "client@client.example"),
+        to=SALES,
+        to_name="Anna Petrova",
+        subject="Re: [#12] delivery \x1b[31m",
+        body="Thanks!",
+        in_reply_to="<offer-1@corp.example>",
+    )
+    result = rules_test(leads_config, raw)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-3:] == [
+        "lead: none: folder INBOX is not a lead source",
+        "  joins the lead of a stored letter instead, if one matches: "
+        "In-Reply-To <offer-1@corp.example>; [#12] in the subject",
+        'responsible: anna (personal sender name "Anna Petrova" in To)',
+    ]
+
+
+def test_two_users_with_one_name_choose_nobody(tmp_path: Path) -> None:
+    """When two users of [[users]] have the addressed name, nobody is chosen, and both are named."""
+    users = LEADS + '\n[[users]]\nlogin = "anya"\nsender_names = { sales = "anna  petrova" }\n'
+    raw = letter(
+        sender=("Client", "client@client.example"),
+        to=SALES,
+        to_name="Anna Petrova",
+        subject="Question",
+        body="Hello",
+    )
+    result = rules_test(with_leads(write_config(tmp_path, rules=RULES + users)), raw)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        'responsible: nobody: personal sender name "Anna Petrova" in To is ambiguous: anna, anya'
+    )
+
+
+def test_a_replay_counts_the_leads_its_letters_would_open(config: Path) -> None:
+    """The replay's summary counts the letters whose lead verdict opens a lead."""
+    from maild.dryrun.outlook import LeadView, Outlook
+    from maild.dryrun.replay import Replayed, ReplaySummary
+
+    parsed = parse_letter(WEB_FORM)
+    ruleset = load_config(config, check_secrets=False).ruleset
+    decision = evaluate(ruleset, LetterFacts(parsed, account="sales", folder="INBOX", size=1))
+    summary = ReplaySummary.for_rules(ruleset)
+    now = datetime.now(UTC)
+    for opens in (True, False, True):
+        view = Outlook(LeadView(opens, "why"), None)
+        summary.add(Replayed(1, "sales", "INBOX", "stored", 1, now, parsed, decision, None, view))
+    summary.add(Replayed(2, "gone", "INBOX", "stored", 1, now, parsed, decision))
+    assert (summary.tried, summary.leads_opened) == (4, 2)
