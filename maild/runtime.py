@@ -502,15 +502,8 @@ async def downgrade_database(config: Config, plan: DowngradePlan) -> str:
     """
     engine = create_engine(config.database_url())
     try:
-        async with database_errors():
-            current = await migrate.current_revision(engine) or "base"
-        if current != plan.current:
-            raise DatabaseError(
-                f"the database schema moved from {plan.current} to {current} "
-                "since it was read: nothing was changed"
-            )
         try:
-            await migrate.downgrade(engine, plan.target)
+            await migrate.downgrade(engine, plan.target, expect=plan.current)
         except (SQLAlchemyError, OSError) as exc:
             raise DatabaseError(
                 f"the downgrade failed and changed nothing: {type(exc).__name__}: {exc}"

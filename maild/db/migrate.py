@@ -67,16 +67,20 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     await _migrate(engine, "upgrade", revision)
 
 
-async def downgrade(engine: AsyncEngine, revision: str) -> None:
+async def downgrade(engine: AsyncEngine, revision: str, *, expect: str | None = None) -> None:
     """Take the schema back down to ``revision`` (``"base"``: no maild table) in one transaction.
 
     What a downgrade drops is gone: the columns and tables of the newer revisions, with their
     data. Every other row stays, on SQLite too, where some steps copy a table to drop a column.
+    With ``expect``, the schema must be at that revision (``"base"``: none) inside the same
+    transaction, so what was shown to be dropped is all that is: else nothing is changed.
     """
-    await _migrate(engine, "downgrade", revision)
+    await _migrate(engine, "downgrade", revision, expect=expect)
 
 
-async def _migrate(engine: AsyncEngine, direction: str, revision: str) -> None:
+async def _migrate(
+    engine: AsyncEngine, direction: str, revision: str, *, expect: str | None = None
+) -> None:
     """Run Alembic's ``upgrade`` or ``downgrade`` to ``revision`` in one transaction.
 
     On PostgreSQL the transaction first takes an advisory lock, so processes started together
@@ -89,6 +93,8 @@ async def _migrate(engine: AsyncEngine, direction: str, revision: str) -> None:
     def _run(sync_conn: Any) -> None:
         from alembic import command
 
+        if expect is not None:
+            _require_revision(sync_conn, expect)
         config = alembic_config()
         config.attributes["connection"] = sync_conn
         getattr(command, direction)(config, revision)
@@ -149,6 +155,27 @@ def _run_checked(sync_conn: Any, run: Any, direction: str, revision: str) -> Non
         raise DatabaseError(
             f"the migration would break {len(broken)} references ({tables}): nothing was changed"
         )
+
+
+def _require_revision(sync_conn: Any, expect: str) -> None:
+    """Refuse to go on when the schema is not at ``expect``: another process moved it."""
+    if sync_conn.dialect.name == "sqlite":
+        found = _sqlite_revision(sync_conn)
+    else:
+        found = _postgresql_revision(sync_conn)
+    if (found or "base") != expect:
+        raise DatabaseError(
+            f"the database schema moved from {expect} to {found or 'base'} "
+            "since it was read: nothing was changed"
+        )
+
+
+def _postgresql_revision(sync_conn: Any) -> str | None:
+    """Read the revision inside the migration's transaction, None before the first."""
+    if sync_conn.exec_driver_sql(f"SELECT to_regclass('{VERSION_TABLE}')").scalar() is None:
+        return None
+    version = sync_conn.exec_driver_sql(f"SELECT max(version_num) FROM {VERSION_TABLE}").scalar()
+    return None if version is None else str(version)
 
 
 def _sqlite_revision(sync_conn: Any) -> str | None:

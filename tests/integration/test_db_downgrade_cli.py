@@ -18,8 +18,10 @@ from maild.core.letter import FetchedMessage
 from maild.db import migrate
 from maild.db.engine import create_engine, session_factory
 from maild.db.tables import Account, Folder, Letter
+from maild.errors import DatabaseError
 from maild.ingest.parse import parse_letter
 from maild.pipeline import FolderStore, prepare_folders
+from maild.runtime import downgrade_database, plan_downgrade
 from maild.settings import load_config
 from maild.testing.samples import letter
 from tests.dryrun_config import invoke, upgraded_config, write_config
@@ -121,6 +123,29 @@ def test_down_to_a_middle_revision_and_up_again_keeps_the_rows(config: Path) -> 
     assert up.exit_code == 0, up.output
     assert "database schema: 0005 -> 0008" in up.stdout
     assert asyncio.run(_snapshot(config)) == before
+
+
+def test_a_schema_moved_since_the_plan_is_left_alone(config: Path) -> None:
+    """Another process took the schema down after the plan was shown: the downgrade, checking
+    the revision inside its own transaction, refuses and changes nothing."""
+    settings = load_config(config, check_secrets=False)
+    plan = asyncio.run(plan_downgrade(settings, "0005"))
+    assert plan.current == migrate.HEAD_REVISION
+
+    async def elsewhere() -> None:
+        engine = create_engine(settings.database_url())
+        try:
+            await migrate.downgrade(engine, "0007")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(elsewhere())
+    with pytest.raises(DatabaseError, match="moved from 0008 to 0007 since it was read"):
+        asyncio.run(downgrade_database(settings, plan))
+    after = asyncio.run(_snapshot(config))
+    assert after[0] == "0007"
+    assert "autoreply_log" in after[1]
+    assert len(after[2]) == 1
 
 
 def test_without_yes_and_without_a_terminal_it_refuses(config: Path) -> None:
