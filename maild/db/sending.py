@@ -113,21 +113,57 @@ async def _within(
     session: AsyncSession, ids: list[int], max_bytes: int
 ) -> tuple[list[int], list[int]]:
     """Split ids into those whose files fit in ``max_bytes`` together (one at least) and the rest."""
-    sizes = dict(
-        (
-            await session.execute(
-                select(OutboxAttachment.outbox_id, func.sum(func.length(OutboxAttachment.content)))
-                .where(OutboxAttachment.outbox_id.in_(ids))
-                .group_by(OutboxAttachment.outbox_id)
-            )
-        ).all()
-    )
+    sizes = await _bytes_to_read(session, ids)
     held = 0
     for number, outbox_id in enumerate(ids):
-        if number and held + int(sizes.get(outbox_id) or 0) > max_bytes:
+        if number and held + sizes.get(outbox_id, 0) > max_bytes:
             return ids[:number], ids[number:]
-        held += int(sizes.get(outbox_id) or 0)
+        held += sizes.get(outbox_id, 0)
     return ids, []
+
+
+async def _bytes_to_read(session: AsyncSession, ids: list[int]) -> dict[int, int]:
+    """Give the bytes each row's sending reads: its files, and the stored letters it takes.
+
+    A file taken from a stored letter and a letter attached whole are each read as the whole
+    stored letter (``letters.size``), so they count as much as their own files do.
+    """
+    sizes: dict[int, int] = {}
+
+    def count(rows: Any) -> None:
+        for outbox_id, size in rows:
+            sizes[int(outbox_id)] = sizes.get(int(outbox_id), 0) + int(size or 0)
+
+    count(
+        await session.execute(
+            select(OutboxAttachment.outbox_id, func.sum(func.length(OutboxAttachment.content)))
+            .where(OutboxAttachment.outbox_id.in_(ids))
+            .group_by(OutboxAttachment.outbox_id)
+        )
+    )
+    count(
+        await session.execute(
+            select(OutboxAttachment.outbox_id, func.sum(Letter.size))
+            .join(Letter, Letter.id == OutboxAttachment.letter_id)
+            .where(OutboxAttachment.outbox_id.in_(ids), OutboxAttachment.content.is_(None))
+            .group_by(OutboxAttachment.outbox_id)
+        )
+    )
+    attached = {
+        int(outbox_id): [int(i) for i in letter_ids or []]
+        for outbox_id, letter_ids in await session.execute(
+            select(OutboxItem.id, OutboxItem.attach_letter_ids).where(OutboxItem.id.in_(ids))
+        )
+    }
+    wanted = {i for letter_ids in attached.values() for i in letter_ids}
+    if wanted:
+        found = await session.execute(select(Letter.id, Letter.size).where(Letter.id.in_(wanted)))
+        stored = {int(letter_id): int(size or 0) for letter_id, size in found}
+        count(
+            (outbox_id, sum(stored.get(i, 0) for i in letter_ids))
+            for outbox_id, letter_ids in attached.items()
+        )
+    return sizes
 
 
 async def load_sends(
