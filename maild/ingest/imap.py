@@ -97,6 +97,9 @@ BODY_CHUNK = 150
 #: At most this many UIDs per MOVE, COPY, STORE or UID EXPUNGE.
 WRITE_CHUNK = 500
 
+#: Bytes of an APPENDed letter handed to the socket at a time: the transport copies what waits.
+LITERAL_CHUNK = 256 * 1024
+
 log = get_logger(__name__)
 _LIBRARY_LOGGER = logging.getLogger("aioimaplib.aioimaplib")
 # APPEND sends and gets nothing back while the literal uploads: allow this rate on top
@@ -596,6 +599,7 @@ class _Protocol(_aio.IMAP4ClientProtocol):  # type: ignore[misc]
 
     incomplete_line: bytes
     current_command: Any
+    literal_data: bytes | None
 
     def __init__(self, loop: asyncio.AbstractEventLoop, conn_lost_cb: Any = None) -> None:
         super().__init__(loop, conn_lost_cb)
@@ -604,6 +608,49 @@ class _Protocol(_aio.IMAP4ClientProtocol):  # type: ignore[misc]
         self.bye: bytes | None = None
         self.failure: BaseException | None = None
         self._tails: dict[str, bytes] = {}
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._literal: asyncio.Future[None] | None = None  # a big APPEND's letter being written
+
+    def pause_writing(self) -> None:
+        """Hold a letter being APPENDed while the socket is behind (asyncio's flow control)."""
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        """Go on with a letter being APPENDed: the socket took what waited."""
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Wake a letter's writing, which then stops, before aioimaplib hears of the loss."""
+        self._writable.set()
+        super().connection_lost(exc)
+
+    def _continuation(self, line: bytes) -> None:
+        """Send a big APPEND's letter a piece at a time as the socket takes it, not whole.
+
+        Written whole, the transport keeps a copy of all the socket does not take at once:
+        most of a 25 MB letter, beside the letter itself.
+        """
+        sync, data = self.pending_sync_command, self.literal_data
+        if sync is None or sync.name != "APPEND" or data is None or len(data) <= LITERAL_CHUNK:
+            super()._continuation(line)
+            return
+        self.literal_data = None
+        self._literal = asyncio.ensure_future(self._write_literal(data))
+        self._literal.add_done_callback(_swallow_result)
+
+    async def _write_literal(self, data: bytes) -> None:
+        """Write a literal and the CRLF that ends its command, waiting while the socket is behind."""
+        view = memoryview(data)
+        for piece in [
+            *(view[at : at + LITERAL_CHUNK] for at in range(0, len(view), LITERAL_CHUNK)),
+            _aio.CRLF,
+        ]:
+            await self._writable.wait()
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                return  # the command fails on the lost connection
+            transport.write(piece)
 
     def data_received(self, d: bytes) -> None:
         """Feed a read to the parser without the stock debug formatting of the whole read."""

@@ -343,6 +343,21 @@ async def test_append_gives_the_uid_and_keeps_flags_and_date(
     assert set(second.flags) - {"\\Recent"} == set()
 
 
+async def test_a_big_letter_is_appended_in_pieces_byte_for_byte(
+    dovecot: DovecotServer, target: str
+) -> None:
+    """A letter many times one write goes to the server a piece at a time as the socket takes
+    it; it is stored whole, and the session stays in step for the next command."""
+    raw = letter(7, body_size=6_000_000)
+    async with session_for(endpoint(dovecot)) as session:
+        uid = await session.append(target, raw)
+        after = await session.append(target, letter(8))
+        await session.select(target)
+        [stored] = await session.fetch([uid])
+    assert after == uid + 1
+    assert stored.raw == raw
+
+
 async def test_append_to_a_missing_folder_says_trycreate(dovecot: DovecotServer) -> None:
     """APPEND into a folder that is not there gives the TRYCREATE error, like move and copy."""
     missing = unique("sent")

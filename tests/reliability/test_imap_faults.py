@@ -238,3 +238,32 @@ async def test_folder_deleted_and_recreated(
     rows = await letter_rows(sqlite_url, faulty)  # by letter id: the old rows kept theirs
     assert [row[6] for row in rows[:3]] == ["old #0", "old #1", "old #2"]
     assert old_validity not in {row[1] for row in rows}
+
+
+async def test_a_big_append_cut_halfway_fails_at_once(
+    dovecot: DovecotServer, imap_proxy: FaultProxy
+) -> None:
+    """A connection cut while a big letter is being APPENDed, the socket full and the letter
+    waiting for it, ends the command with a connection error: the writing stops, nothing hangs."""
+    from dataclasses import replace
+
+    from maild.errors import ImapConnectionError
+    from tests.integration.test_imap import endpoint, session_for
+    from tests.integration.test_imap import letter as small_letter
+
+    folder = unique_folder("A")
+    dovecot.create_folder("sales", folder)
+    raw = small_letter(9, body_size=12_000_000)
+    async with session_for(replace(endpoint(dovecot), port=imap_proxy.port)) as session:
+        imap_proxy.slow(500_000, "up")
+        appending = asyncio.ensure_future(session.append(folder, raw))
+        await asyncio.sleep(1.0)  # the letter is on its way; the socket is full
+        assert not appending.done()
+        imap_proxy.cut()
+        with pytest.raises(ImapConnectionError, match="connection lost"):
+            await asyncio.wait_for(appending, 10)
+        writing = session._proto._literal  # the letter's writer: woken by the loss, it ended
+        assert writing is not None
+        await asyncio.wait_for(writing, 5)
+    imap_proxy.slow(None, "up")
+    assert dovecot.uids("sales", folder) == []
