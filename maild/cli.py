@@ -291,7 +291,8 @@ def rules_test(
     """Try the rules on one letter file (- for stdin) and show every rule, hit or miss.
 
     The letter is parsed and evaluated exactly as the daemon would in that account and folder;
-    no mailbox or database is touched and no secret is read.
+    the lead it would open and its Responsible follow. No mailbox or database is touched and
+    no secret is read.
     """
     from maild.dryrun import report
     from maild.dryrun.outlook import outlook

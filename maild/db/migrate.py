@@ -213,6 +213,7 @@ async def require_current(engine: AsyncEngine) -> None:
     head = HEAD_REVISION
     if current != head:
         raise SchemaOutOfDate(
-            f"database schema is at {current or 'nothing'}, this maild needs {head}: "
+            f"database schema is at {current or 'no revision (never migrated)'}, "
+            f"this maild needs {head}: "
             "run `maild db upgrade -c CONFIG`"
         )

@@ -379,9 +379,12 @@ async def letter_ids_received(
     folder: str | None = None,
     limit: int | None = None,
 ) -> list[tuple[int, int]]:
-    """List (id, size) of letters received in [since, until), oldest first, without their bytes."""
+    """List (id, size) of incoming letters received in [since, until), oldest first, no bytes.
+
+    Letters maild sent are left out: rules decide incoming letters only.
+    """
     received = _received()
-    stmt = select(Letter.id, Letter.size).where(received >= since)
+    stmt = select(Letter.id, Letter.size).where(received >= since, Letter.direction == "in")
     if until is not None:
         stmt = stmt.where(received < until)
     if account is not None:

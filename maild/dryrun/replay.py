@@ -172,10 +172,13 @@ async def replay(
             async with database_errors(), sessions() as session:
                 stored = await repo.stored_letters(session, page)
             futures = parser.submit_many([item.raw for item in stored])
-            for item, parsed in zip(stored, futures, strict=True):
-                replayed = _with_outlook(config, await _evaluate(ruleset, item, parsed))
-                summary.add(replayed)
-                emit(replayed)
+            try:
+                for item, parsed in zip(stored, futures, strict=True):
+                    replayed = _with_outlook(config, await _evaluate(ruleset, item, parsed))
+                    summary.add(replayed)
+                    emit(replayed)
+            finally:  # emit failed (a reader that went away): the rest of the page is let go
+                _let_go(futures)
     finally:
         parser.close()
         await engine.dispose()
@@ -214,3 +217,12 @@ def _with_outlook(config: Config, item: Replayed) -> Replayed:
         return item
     view = outlook(config, item.account, item.folder, item.letter, item.decision)
     return replace(item, outlook=view)
+
+
+def _let_go(futures: Sequence[asyncio.Future[ParsedLetter]]) -> None:
+    """Cancel the parses not awaited, and mark failed ones seen, so none is reported as lost."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,13 +11,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from maild.cli import main
 from maild.core.letter import FetchedMessage
 from maild.db import repo
 from maild.db.engine import create_engine, session_factory
 from maild.db.tables import Letter
+from maild.dryrun.replay import Replayed, ReplayQuery, replay
 from maild.errors import ParseError
 from maild.ingest.parse import parse_letter
 from maild.pipeline import FolderStore, prepare_folders
@@ -320,3 +322,38 @@ def test_database_without_schema(db_url: str, tmp_path: Path) -> None:
     assert result.stderr.startswith("maild: error: ")
     assert "run `maild db upgrade -c CONFIG`" in result.stderr
     assert not (tmp_path / "maild.db").exists()
+
+
+def test_letters_maild_sent_are_not_replayed(config: Path) -> None:
+    """A letter stored as one maild sent is left out: rules decide incoming letters only."""
+
+    async def mark_sent() -> None:
+        engine = create_engine(load_config(config, check_secrets=False).database_url())
+        try:
+            async with session_factory(engine).begin() as session:
+                await session.execute(
+                    update(Letter).where(Letter.subject == "Cheap VIAGRA").values(direction="out")
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(mark_sent())
+    lines, summary = replay_json(config, "--since", "2026-11-01")
+    assert "Cheap VIAGRA" not in [line.get("subject") for line in lines]
+    assert summary["tried"] == 8
+
+
+def test_a_reader_that_goes_away_leaves_no_parse_unretrieved(
+    config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When printing fails (`| head -1` closed the pipe), the page's other parses, a failed one
+    among them, are let go: asyncio reports no exception as never retrieved."""
+    settings = load_config(config, check_secrets=False)
+
+    def emit(item: Replayed) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(BrokenPipeError):
+        asyncio.run(replay(settings, ReplayQuery(since=at(1, 0)), emit))
+    gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
