@@ -26,6 +26,7 @@ from maild.db.tables import (
     PotentialClient,
     RuleHit,
 )
+from maild.dryrun.report import shorten
 from maild.errors import MaildError
 from maild.leads.service import leads_in_scenario
 from maild.runtime import Daemon, RunResult
@@ -214,6 +215,11 @@ def _demo(root: Path, server: DovecotServer, relay: SmtpSink, passwords: dict[st
     lines.append(f"1. Seeded {seeded} sample letters in 3 folders of 2 accounts; maild run --once:")
     first, seconds = _run_once(config)
     lines += _report(first, seconds)
+    if any(state.failed for state in first.status.folders.values()):
+        lines.append(
+            "   (a sample nested too deep to parse, on purpose: maild kept it raw as failed, "
+            "and the warning printed above is its log line)"
+        )
     lines.append("")
     lines.append("2. Ran again with nothing new (every letter is stored exactly once):")
     again, seconds = _run_once(config)
@@ -320,7 +326,7 @@ async def _rules_summary(url: str) -> list[str]:
             out = ["Rules that fired (table rule_hits), and the Responsible they set:"]
             for rule, subject, responsible in hits:
                 who = f"  -> responsible {responsible}" if responsible else ""
-                out.append(f"   {rule:<24} {subject[:44] or '(no subject)':<44}{who}")
+                out.append(f"   {_cell(rule, 26)} {_cell(subject or '(no subject)', 44)}{who}")
             items = await session.execute(
                 select(OutboxItem.kind, OutboxItem.target, OutboxItem.status, Letter.subject)
                 .join(Letter, Letter.id == OutboxItem.letter_id)
@@ -329,7 +335,7 @@ async def _rules_summary(url: str) -> list[str]:
             out.append("")
             out.append("Their effects (table outbox), performed by the dispatcher:")
             for kind, target, status, subject in items:
-                out.append(f"   {status:<5} {kind:<9} {target:<26} {subject[:40]}")
+                out.append(f"   {status:<5} {kind:<9} {_cell(target, 26)} {shorten(subject, 40)}")
             deleted = await session.execute(
                 select(Letter.subject).where(Letter.marked_for_deletion.is_(True))
             )
@@ -372,7 +378,7 @@ async def _autoreply_summary(url: str) -> list[str]:
             )
             out = ["Auto-replies (support@ is on holiday; letters.autoreply_outcome):"]
             for subject, outcome in rows:
-                out.append(f"   {subject[:34] or '(no subject)':<34} {outcome}")
+                out.append(f"   {_cell(subject or '(no subject)', 34)} {outcome}")
             sent = await session.execute(
                 select(func.count())
                 .select_from(OutboxItem)
@@ -396,8 +402,8 @@ async def _leads_summary(url: str, scenarios: list[str]) -> list[str]:
             for row in rows:
                 who = f", responsible {row.responsible_login}" if row.responsible_login else ""
                 out.append(
-                    f"     #{row.number:<3} {row.status:<4} {row.account}/{row.folder:<10} "
-                    f"{row.subject[:38]:<38} {row.letters} letter(s); {row.reason}{who}"
+                    f"     #{row.number:<3} {row.status:<4} {_cell(f'{row.account}/{row.folder}', 16)} "
+                    f"{_cell(row.subject, 38)} {row.letters} letter(s); {row.reason}{who}"
                 )
         async with sessions() as session:
             parties = await session.execute(
@@ -415,21 +421,21 @@ async def _leads_summary(url: str, scenarios: list[str]) -> list[str]:
             )
             out.append("   letters that are no lead, and why:")
             for subject, reason in others:
-                out.append(f"     {subject[:40] or '(no subject)':<40} {reason}")
+                out.append(f"     {_cell(subject or '(no subject)', 40)} {reason}")
             joined = await session.execute(
                 select(Letter.subject, Letter.lead_reason)
                 .where(Letter.lead_reason.like("reply to lead%"))
                 .order_by(Letter.id)
             )
             for subject, reason in joined:
-                out.append(f"   joined a thread: {subject[:40]}: {reason}")
+                out.append(f"   joined a thread: {shorten(subject, 40)}: {reason}")
             named = await session.execute(
                 select(Letter.subject, Letter.responsible_login, Letter.responsible_reason)
                 .where(Letter.responsible_reason.like("personal sender name%"))
                 .order_by(Letter.id)
             )
             for subject, login, reason in named:
-                out.append(f"   Responsible {login} for {subject[:40]}: {reason}")
+                out.append(f"   Responsible {login} for {shorten(subject, 40)}: {reason}")
     finally:
         await engine.dispose()
     return out
@@ -477,18 +483,23 @@ async def _database_summary(url: str) -> list[str]:
             ) in rows:
                 sender = f"{name} <{address}>" if name else (address or "(no sender)")
                 line = (
-                    f"   {account}/{folder} uid {uid:<2} {status:<7} {size:>6} B  "
-                    f"{sender[:40]:<40}  {subject[:40] or '(no subject)'}"
+                    f"   {_cell(f'{account}/{folder}', 16)} uid {uid:<2} {status:<8} {size:>6} B  "
+                    f"{_cell(sender, 42)}  {shorten(subject or '(no subject)', 40)}"
                 )
                 if n:
                     line += f"  [{n} attachment{'s' if n > 1 else ''}]"
                 out.append(line)
                 if error:
-                    out.append(f"        reason: {error[:100]}")
+                    out.append(f"        reason: {shorten(error, 110)}")
                 if defects:
                     out.append(
-                        f"        stored with {len(defects)} parse defect(s): {defects[0][:90]}"
+                        f"        stored with {len(defects)} parse defect(s): {shorten(defects[0], 90)}"
                     )
     finally:
         await engine.dispose()
     return out
+
+
+def _cell(text: str, width: int) -> str:
+    """Give text as a column of a width: shortened with an ellipsis, or padded."""
+    return f"{shorten(text, width):<{width}}"
