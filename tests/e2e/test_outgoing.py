@@ -81,7 +81,7 @@ async def _one(db_url: str, stmt: Any) -> Any:
         await engine.dispose()
 
 
-def _crm_row(key: str, text_body: str) -> Any:
+def crm_row(key: str, text_body: str) -> Any:
     """Build a send row as the CRM may write it directly, past queue_letter's checks."""
     now = utcnow()
     return insert(OutboxItem).values(
@@ -221,7 +221,7 @@ async def test_a_raw_row_over_the_limit_goes_dead_without_smtp(
     engine = create_engine(db_url)
     try:
         async with session_factory(engine).begin() as session:
-            await session.execute(_crm_row("crm:raw:1", "see attached"))
+            await session.execute(crm_row("crm:raw:1", "see attached"))
         async with session_factory(engine).begin() as session:
             await session.execute(
                 insert(OutboxAttachment).values(
@@ -322,7 +322,7 @@ async def test_a_batch_of_letters_each_sent_and_filed_once(
     engine = create_engine(db_url)
     try:  # a row the CRM wrote past queue_letter's checks: an unknown autotext
         async with session_factory(engine).begin() as session:
-            await session.execute(_crm_row("crm:batch:bad", "Hello {first_name}"))
+            await session.execute(crm_row("crm:batch:bad", "Hello {first_name}"))
     finally:
         await engine.dispose()
     result = await Daemon(config).run(once=True)

@@ -7,8 +7,9 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from maild.db import sending
-from maild.db.tables import OutboxAttachment, OutboxItem, utcnow
+from maild.db.tables import OutboxAttachment, OutboxItem
 from maild.testing.samples import SALES, letter
+from tests.e2e.test_outgoing import crm_row
 from tests.integration.test_outbox_db import config_with, put, store_with_rules
 
 pytestmark = pytest.mark.usefixtures("db_url")
@@ -20,30 +21,8 @@ BIG = letter(
 
 async def _row(session: AsyncSession, key: str, letter_ids: list[int]) -> int:
     """Queue a send row with no files of its own, attaching stored letters whole."""
-    now = utcnow()
-    return int(
-        (
-            await session.execute(
-                insert(OutboxItem)
-                .values(
-                    account_id=1,
-                    kind="send",
-                    target="",
-                    payload={},
-                    idempotency_key=key,
-                    seq=0,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                    updated_at=now,
-                    mail_to="client@client.example",
-                    attach_letter_ids=letter_ids,
-                )
-                .returning(OutboxItem.id)
-            )
-        ).scalar_one()
-    )
+    row = crm_row(key, "").values(attach_letter_ids=letter_ids).returning(OutboxItem.id)
+    return int((await session.execute(row)).scalar_one())
 
 
 async def test_stored_letters_taken_whole_count_toward_the_bound(

@@ -292,17 +292,22 @@ def test_lead_and_responsible_by_rule(leads_config: Path) -> None:
     assert document["responsible"] == {"login": "j.smith", "reason": "rule web leads"}
 
 
-def test_a_reply_to_a_personal_name_outside_the_lead_folders(leads_config: Path) -> None:
-    """A reply addressed to Anna's sender name names her; in INBOX it opens no lead, and what it
-    cites is listed as what would join a stored lead instead."""
-    raw = letter(
+def to_anna(subject: str, *, in_reply_to: str | None = None) -> bytes:
+    """A client's letter to sales@ addressed by Anna Petrova's personal sender name."""
+    return letter(
         sender=("Client", "client@client.example"),
         to=SALES,
         to_name="Anna Petrova",
-        subject="Re: [#12] delivery \x1b[31m",
+        subject=subject,
         body="Thanks!",
-        in_reply_to="<offer-1@corp.example>",
+        in_reply_to=in_reply_to,
     )
+
+
+def test_a_reply_to_a_personal_name_outside_the_lead_folders(leads_config: Path) -> None:
+    """A reply addressed to Anna's sender name names her; in INBOX it opens no lead, and what it
+    cites is listed as what would join a stored lead instead."""
+    raw = to_anna("Re: [#12] delivery \x1b[31m", in_reply_to="<offer-1@corp.example>")
     result = rules_test(leads_config, raw)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-3:] == [
@@ -316,13 +321,7 @@ def test_a_reply_to_a_personal_name_outside_the_lead_folders(leads_config: Path)
 def test_two_users_with_one_name_choose_nobody(tmp_path: Path) -> None:
     """When two users of [[users]] have the addressed name, nobody is chosen, and both are named."""
     users = LEADS + '\n[[users]]\nlogin = "anya"\nsender_names = { sales = "anna  petrova" }\n'
-    raw = letter(
-        sender=("Client", "client@client.example"),
-        to=SALES,
-        to_name="Anna Petrova",
-        subject="Question",
-        body="Hello",
-    )
+    raw = to_anna("Question")
     result = rules_test(with_leads(write_config(tmp_path, rules=RULES + users)), raw)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == (
