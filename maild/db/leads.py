@@ -10,7 +10,7 @@ from sqlalchemy import delete, false, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from maild.db.parties import Party
+from maild.db.parties import Party, party_columns
 from maild.db.repo import dialect_insert
 from maild.db.tables import Account, Folder, Lead, Letter, Scenario, ScenarioFolder, utcnow
 
@@ -82,18 +82,25 @@ async def open_lead(session: AsyncSession, new: NewLead) -> tuple[int, int]:
     row = (
         await session.execute(insert(Lead).values(**values).returning(Lead.id, Lead.number))
     ).one()
-    await set_letter_lead(session, new.letter_id, int(row.id), new.reason)
+    await set_letter_lead(session, new.letter_id, int(row.id), new.reason, new.party)
     return int(row.id), int(row.number)
 
 
 async def set_letter_lead(
-    session: AsyncSession, letter_id: int, lead_id: int | None, reason: str
+    session: AsyncSession,
+    letter_id: int,
+    lead_id: int | None,
+    reason: str,
+    party: Party | None = None,
 ) -> None:
-    """Record which lead a letter belongs to (or none) and why."""
+    """Record which lead a letter belongs to (or none) and why, and its sender's party if known.
+
+    One UPDATE for both: on SQLite each rewrites the whole row, the raw letter included.
+    """
     await session.execute(
         update(Letter)
         .where(Letter.id == letter_id)
-        .values(lead_id=lead_id, lead_reason=reason[:500])
+        .values(lead_id=lead_id, lead_reason=reason[:500], **party_columns(party))
     )
 
 

@@ -9,27 +9,30 @@ known), matching existing clients by address or company name before creating one
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import (
+    BigInteger,
     Insert,
+    Integer,
     Select,
     String,
     Table,
     bindparam,
+    cast,
     insert,
     literal,
+    literal_column,
     null,
     select,
     union_all,
-    update,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from maild.core.names import address_key, company_key
-from maild.db.tables import Client, ContactPerson, Letter, PotentialClient, UtcDateTime, utcnow
+from maild.db.tables import Client, ContactPerson, PotentialClient, UtcDateTime, utcnow
 
 PartyKind = Literal["contact_person", "client", "potential_client"]
 
@@ -66,53 +69,66 @@ class ClientLink:
 async def resolve_party(
     session: AsyncSession, address: str, *, include_potential: bool = True
 ) -> Party | None:
-    """Resolve an address to a contact person, else a client, else a potential client."""
+    """Resolve an address to a contact person, else a client, else a potential client.
+
+    One statement for the three lookups: most senders of a lead folder are none of them yet.
+    """
     key = address_key(address)
     if not key:
         return None
-    contact = (
-        await session.execute(
-            select(ContactPerson.id, ContactPerson.client_id, ContactPerson.full_name)
-            .where(ContactPerson.email == key)
-            .order_by(ContactPerson.id)
-            .limit(1)
-        )
-    ).first()
-    if contact is not None:
-        return Party("contact_person", contact.full_name, contact.client_id, contact.id)
-    client = (
-        await session.execute(
-            select(Client.id, Client.name).where(Client.email == key).order_by(Client.id).limit(1)
-        )
-    ).first()
-    if client is not None:
-        return Party("client", client.name, client.id)
-    if not include_potential:
-        return None
-    return await _potential(session, key)
-
-
-async def _potential(session: AsyncSession, key: str) -> Party | None:
-    """Find the potential client of an address; a converted one resolves to what it became."""
-    row = (
-        await session.execute(
-            select(
-                PotentialClient.id,
-                PotentialClient.full_name,
-                PotentialClient.client_id,
-                PotentialClient.contact_person_id,
-            )
-            .where(PotentialClient.email == key)
-            .order_by(PotentialClient.id)
-            .limit(1)
-        )
-    ).first()
+    kinds = [_contacts(key), _clients(key)] + ([_potentials(key)] if include_potential else [])
+    found = union_all(*kinds).subquery()
+    row = (await session.execute(select(found).order_by(found.c.rank, found.c.id).limit(1))).first()
     if row is None:
         return None
-    if row.client_id is not None:
+    if row.rank == 1:
+        return Party("contact_person", row.name, row.client_id, row.id)
+    if row.rank == 2:
+        return Party("client", row.name, row.id)
+    if row.client_id is not None:  # a potential client converted: what it became
         kind: PartyKind = "contact_person" if row.contact_person_id else "client"
-        return Party(kind, row.full_name, row.client_id, row.contact_person_id)
-    return Party("potential_client", row.full_name, potential_client_id=row.id)
+        return Party(kind, row.name, row.client_id, row.contact_person_id)
+    return Party("potential_client", row.name, potential_client_id=row.id)
+
+
+#: An id a kind of party does not have; typed, so PostgreSQL can unite the lookups.
+_NO_ID = cast(null(), BigInteger)
+
+#: A lookup of resolve_party: rank, id, client id, contact person id, name.
+_Ranked = Select[int, int, Any, Any, str]
+
+
+def _contacts(key: str) -> _Ranked:
+    """Contact persons with this address, ranked first."""
+    return select(
+        literal_column("1", Integer).label("rank"),
+        ContactPerson.id.label("id"),
+        ContactPerson.client_id.label("client_id"),
+        _NO_ID.label("contact_person_id"),
+        ContactPerson.full_name.label("name"),
+    ).where(ContactPerson.email == key)
+
+
+def _clients(key: str) -> _Ranked:
+    """Clients with this address, ranked second."""
+    return select(
+        literal_column("2", Integer).label("rank"),
+        Client.id.label("id"),
+        _NO_ID.label("client_id"),
+        _NO_ID.label("contact_person_id"),
+        Client.name.label("name"),
+    ).where(Client.email == key)
+
+
+def _potentials(key: str) -> _Ranked:
+    """Potential clients with this address, ranked last."""
+    return select(
+        literal_column("3", Integer).label("rank"),
+        PotentialClient.id.label("id"),
+        PotentialClient.client_id.label("client_id"),
+        PotentialClient.contact_person_id.label("contact_person_id"),
+        PotentialClient.full_name.label("name"),
+    ).where(PotentialClient.email == key)
 
 
 async def create_potential_client(
@@ -223,7 +239,7 @@ def _existing_query() -> Select[tuple[int, int, int | None]]:
         _CONTACTS.c.id.label("contact_id"),
     ).where(_CONTACTS.c.email == address)
     clients = select(
-        literal(1).label("rank"),
+        literal_column("1", Integer).label("rank"),
         _CLIENTS.c.id.label("row_id"),
         _CLIENTS.c.id.label("client_id"),
         null().label("contact_id"),
@@ -349,14 +365,12 @@ def _insert_contact(
     return int(conn.execute(_INSERT_CONTACT, values).scalar_one())
 
 
-async def link_letter(session: AsyncSession, letter_id: int, party: Party) -> None:
-    """Point a letter at its sender's party."""
-    await session.execute(
-        update(Letter)
-        .where(Letter.id == letter_id)
-        .values(
-            potential_client_id=party.potential_client_id,
-            client_id=party.client_id,
-            contact_person_id=party.contact_person_id,
-        )
-    )
+def party_columns(party: Party | None) -> dict[str, int | None]:
+    """Give the letters columns that point a letter at its sender's party; none for no party."""
+    if party is None:
+        return {}
+    return {
+        "potential_client_id": party.potential_client_id,
+        "client_id": party.client_id,
+        "contact_person_id": party.contact_person_id,
+    }

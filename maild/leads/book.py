@@ -51,19 +51,16 @@ class LeadBook:
         )
         if thread is not None:
             reason = f"reply to lead #{thread.number} ({thread.how})"
-            await leads_db.set_letter_lead(session, letter_id, thread.lead_id, reason)
+            await leads_db.set_letter_lead(session, letter_id, thread.lead_id, reason, party)
             if responsible is not None:
                 await leads_db.adopt_responsible(session, thread.lead_id, responsible)
-            await self._link(session, letter_id, party)
             return LeadOutcome("joined", reason, thread.number, _describe(party))
         found = verdict(self.policy, self.folder, letter, decision.lead_override)
         if not found.opens:
-            await leads_db.set_letter_lead(session, letter_id, None, found.reason)
-            await self._link(session, letter_id, party)
+            await leads_db.set_letter_lead(session, letter_id, None, found.reason, party)
             return LeadOutcome("none", found.reason, party=_describe(party))
         if party is None:
             party = await self._new_party(session, letter, letter_id, use_potential_clients)
-        await self._link(session, letter_id, party)
         sender = letter.sender
         _, number = await leads_db.open_lead(
             session,
@@ -114,13 +111,6 @@ class LeadBook:
         kind: parties.PartyKind = "contact_person" if link.contact_person_id else "client"
         name = guess.full_name or guess.company or guess.email
         return parties.Party(kind, name, link.client_id, link.contact_person_id)
-
-    async def _link(
-        self, session: AsyncSession, letter_id: int, party: parties.Party | None
-    ) -> None:
-        """Point the letter at its sender's party, when there is one."""
-        if party is not None:
-            await parties.link_letter(session, letter_id, party)
 
 
 def _describe(party: parties.Party | None) -> str | None:
