@@ -278,7 +278,7 @@ def phase_daemon(spec: dict[str, Any]) -> dict[str, Any]:
             "database": {"url": url, "migrate_on_start": True},
             "daemon": {
                 "health_listen": "",
-                "first_sync": "record",
+                "first_sync": "process" if spec.get("live") else "record",
                 "parse_workers": spec.get("parse_workers", 0),
             },
             "accounts": [
@@ -293,6 +293,7 @@ def phase_daemon(spec: dict[str, Any]) -> dict[str, Any]:
                         "password_file": spec["password_file"],
                     },
                     "folders": {"watch": [spec["folder"]]},
+                    **({"leads": {"source": "all"}} if spec.get("live") else {}),
                 }
             ],
         }
@@ -459,6 +460,7 @@ def end_to_end(
         "folder": FOLDER,
         "log_level": args.log_level,
         "parse_workers": args.parse_workers,
+        "live": args.live,
         "profile": (
             str(Path(args.profile) / f"daemon-{label}-{uuid.uuid4().hex[:4]}.prof")
             if args.profile
@@ -718,7 +720,8 @@ def one_round(
         print_parse(results["parallels"][-1], mbytes, results["parses"][-1])
     for kind, runs in results["daemons"].items():
         label = DB_LABEL[kind]
-        log(f"-- (c) maild end to end on {label}: Daemon(config).run(once=True), first_sync=record")
+        mode = "process, leads.source=all" if args.live else "record"
+        log(f"-- (c) maild end to end on {label}: Daemon(config).run(once=True), first_sync={mode}")
         with database(kind, workdir, args.postgres_url) as url:
             d = end_to_end(launcher, kind, url, server, workdir, args)
         runs.append(d)
@@ -896,6 +899,12 @@ def main() -> int:
         type=int,
         default=0,
         help="daemon.parse_workers during (c); 0 (the default) is maild's own default",
+    )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="(c) decides every letter as arriving mail (first_sync = process, leads.source = "
+        "all: each letter opens a lead), not the recording of a first sync",
     )
     parser.add_argument(
         "--skip-peers", action="store_true", help="do not run fetchmail and getmail6"

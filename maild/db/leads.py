@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, false, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, false, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -56,6 +57,38 @@ class LeadRow:
     letters: int
 
 
+def _new_lead(sqlite: bool) -> Any:
+    """Build the lead INSERT once; its values come as parameters, not built into it each time.
+
+    SQLite writers are serialised (BEGIN IMMEDIATE), so the next number is read in the same
+    statement; PostgreSQL numbers from a sequence.
+    """
+    stmt = insert(_LEADS)
+    if sqlite:
+        stmt = stmt.values(
+            number=select(func.coalesce(func.max(Lead.number), 0) + 1).scalar_subquery()
+        )
+    return stmt.returning(_LEADS.c.id, _LEADS.c.number)
+
+
+def _letter_lead(with_party: bool) -> Any:
+    """Build the letter's lead UPDATE once, with or without its party's columns."""
+    columns = ["lead_id", "lead_reason"] + (
+        ["potential_client_id", "client_id", "contact_person_id"] if with_party else []
+    )
+    return (
+        update(_LETTERS)
+        .where(_LETTERS.c.id == bindparam("b_id"))
+        .values({name: bindparam(f"b_{name}") for name in columns})
+    )
+
+
+_LEADS: Table = Lead.__table__  # type: ignore[assignment]
+_LETTERS: Table = Letter.__table__  # type: ignore[assignment]
+_NEW_LEAD = {sqlite: _new_lead(sqlite) for sqlite in (True, False)}
+_LETTER_LEAD = {with_party: _letter_lead(with_party) for with_party in (True, False)}
+
+
 async def open_lead(session: AsyncSession, new: NewLead) -> tuple[int, int]:
     """Insert a lead and point its first letter at it; give (id, number)."""
     now = utcnow()
@@ -76,12 +109,8 @@ async def open_lead(session: AsyncSession, new: NewLead) -> tuple[int, int]:
         "created_at": now,
         "updated_at": now,
     }
-    if session.get_bind().dialect.name != "postgresql":
-        # SQLite writers are serialised (BEGIN IMMEDIATE); PostgreSQL numbers from a sequence.
-        values["number"] = select(func.coalesce(func.max(Lead.number), 0) + 1).scalar_subquery()
-    row = (
-        await session.execute(insert(Lead).values(**values).returning(Lead.id, Lead.number))
-    ).one()
+    sqlite = session.get_bind().dialect.name != "postgresql"
+    row = (await session.execute(_NEW_LEAD[sqlite], values)).one()
     await set_letter_lead(session, new.letter_id, int(row.id), new.reason, new.party)
     return int(row.id), int(row.number)
 
@@ -97,10 +126,10 @@ async def set_letter_lead(
 
     One UPDATE for both: on SQLite each rewrites the whole row, the raw letter included.
     """
+    values = {"id": letter_id, "lead_id": lead_id, "lead_reason": reason[:500]}
+    values |= party_columns(party)
     await session.execute(
-        update(Letter)
-        .where(Letter.id == letter_id)
-        .values(lead_id=lead_id, lead_reason=reason[:500], **party_columns(party))
+        _LETTER_LEAD[party is not None], {f"b_{name}": value for name, value in values.items()}
     )
 
 

@@ -76,9 +76,7 @@ async def resolve_party(
     key = address_key(address)
     if not key:
         return None
-    kinds = [_contacts(key), _clients(key)] + ([_potentials(key)] if include_potential else [])
-    found = union_all(*kinds).subquery()
-    row = (await session.execute(select(found).order_by(found.c.rank, found.c.id).limit(1))).first()
+    row = (await session.execute(_RESOLVE[include_potential], {"key": key})).first()
     if row is None:
         return None
     if row.rank == 1:
@@ -98,7 +96,7 @@ _NO_ID = cast(null(), BigInteger)
 _Ranked = Select[int, int, Any, Any, str]
 
 
-def _contacts(key: str) -> _Ranked:
+def _contacts() -> _Ranked:
     """Contact persons with this address, ranked first."""
     return select(
         literal_column("1", Integer).label("rank"),
@@ -106,10 +104,10 @@ def _contacts(key: str) -> _Ranked:
         ContactPerson.client_id.label("client_id"),
         _NO_ID.label("contact_person_id"),
         ContactPerson.full_name.label("name"),
-    ).where(ContactPerson.email == key)
+    ).where(ContactPerson.email == bindparam("key"))
 
 
-def _clients(key: str) -> _Ranked:
+def _clients() -> _Ranked:
     """Clients with this address, ranked second."""
     return select(
         literal_column("2", Integer).label("rank"),
@@ -117,10 +115,10 @@ def _clients(key: str) -> _Ranked:
         _NO_ID.label("client_id"),
         _NO_ID.label("contact_person_id"),
         Client.name.label("name"),
-    ).where(Client.email == key)
+    ).where(Client.email == bindparam("key"))
 
 
-def _potentials(key: str) -> _Ranked:
+def _potentials() -> _Ranked:
     """Potential clients with this address, ranked last."""
     return select(
         literal_column("3", Integer).label("rank"),
@@ -128,7 +126,17 @@ def _potentials(key: str) -> _Ranked:
         PotentialClient.client_id.label("client_id"),
         PotentialClient.contact_person_id.label("contact_person_id"),
         PotentialClient.full_name.label("name"),
-    ).where(PotentialClient.email == key)
+    ).where(PotentialClient.email == bindparam("key"))
+
+
+def _resolve(include_potential: bool) -> _Ranked:
+    """Build resolve_party's statement once: the lookups in one, the best ranked first."""
+    kinds = [_contacts(), _clients()] + ([_potentials()] if include_potential else [])
+    found = union_all(*kinds).subquery()
+    return select(found).order_by(found.c.rank, found.c.id).limit(1)
+
+
+_RESOLVE = {include: _resolve(include) for include in (True, False)}
 
 
 async def create_potential_client(
